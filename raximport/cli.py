@@ -1,0 +1,125 @@
+"""The command line: `python -m raximport ...` and the `rax` console script."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from raximport import __version__
+from raximport.config import ConfigError, load_config
+
+RUN_USAGE = "%(prog)s [options] script.py [args ...]\n       %(prog)s [options] -m module [args ...]"
+RUN_DESCRIPTION = """\
+Run a plain JAX script with raximport: its modules, and the script itself, are rewritten on import
+so that every jaxtyping-annotated function and dataclass is shape- and dtype-checked
+(jaxtyping + beartype). Everything after the script (or -m module) goes to the script.
+
+By default the script's project is instrumented: the modules under the nearest parent directory
+holding pyproject.toml, setup.py, setup.cfg or .git. The standard library and site-packages are
+left alone unless named with --package. A module opts out with RAX_DONT_REWRITE in its docstring
+or in a comment. Options can also be set with RAX_* environment variables (RAX_PACKAGES,
+RAX_PATHS, RAX_EXCLUDE, RAX_CHECKS, RAX_VERBOSE, RAX_CACHE_DIR) and in pyproject.toml under
+[tool.raximport]; the command line wins.
+"""
+VALUE_OPTIONS = {"-p", "--package", "--path", "-x", "--exclude", "--project-root", "--cache-dir"}
+
+
+def run_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, usage=RUN_USAGE, description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-p", "--package", action="append", metavar="NAME", dest="packages",
+                        help="also instrument this package or module, wherever it is installed (repeatable)")
+    parser.add_argument("--path", action="append", metavar="DIR", dest="paths",
+                        help="also instrument the modules under this directory (repeatable)")
+    parser.add_argument("-x", "--exclude", action="append", metavar="PATTERN",
+                        help="never instrument modules with this name prefix or matching this path glob (repeatable)")
+    parser.add_argument("--no-checks", dest="checks", action="store_false", default=None,
+                        help="do not add shape/dtype checks")
+    parser.add_argument("-v", "--verbose", action="store_true", default=None, help="say what raximport does")
+    parser.add_argument("--project-root", metavar="DIR", help="the directory whose modules are the user's")
+    parser.add_argument("--cache-dir", metavar="DIR", help="where raximport keeps its caches")
+    parser.add_argument("--version", action="version", version=f"raximport {__version__}")
+    return parser
+
+
+def split_run_argv(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str]]:
+    """Split into (raximport's options, script, module, the program's args), like `python` does."""
+    options: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "-m":
+            if index + 1 >= len(argv):
+                options.append(token)  # let argparse report it
+                return options, None, None, []
+            return options, None, argv[index + 1], argv[index + 2 :]
+        if token.startswith("-m") and not token.startswith("--"):
+            return options, None, token[2:], argv[index + 1 :]
+        if not token.startswith("-") or token == "-":
+            return options, token, None, argv[index + 1 :]
+        options.append(token)
+        if token in VALUE_OPTIONS and index + 1 < len(argv):
+            options.append(argv[index + 1])
+            index += 1
+        index += 1
+    return options, None, None, []
+
+
+def _split_commas(values: list[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    return tuple(part for value in values for part in value.split(",") if part)
+
+
+def run(argv: list[str], prog: str) -> int:
+    """`rax run` / `python -m raximport`: run a script or module under the hook."""
+    parser = run_parser(prog)
+    options, script, module, args = split_run_argv(argv)
+    ns = parser.parse_args(options)
+    if script is None and module is None:
+        parser.error("a script or -m module is required")
+    from raximport.runner import run_module, run_path
+    from raximport.session import install
+
+    root = Path(script).resolve().parent if script else Path.cwd()
+    try:
+        config = load_config(
+            {
+                "packages": _split_commas(ns.packages),
+                "paths": tuple(os.path.abspath(p) for p in ns.paths) if ns.paths else None,
+                "exclude": _split_commas(ns.exclude),
+                "checks": ns.checks,
+                "verbose": ns.verbose,
+                "project_root": ns.project_root,
+                "cache_dir": ns.cache_dir,
+            },
+            root=root,
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+    os.environ.update(config.to_env())  # child processes (multiprocessing spawn) inherit the hook
+    install(config=config)
+    if module is not None:
+        return run_module(module, args, config)
+    return run_path(script, args, config)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `rax` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="rax",
+        description="raximport: make plain JAX training scripts safe without touching them.",
+        epilog="Run `rax COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"raximport {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="run a script or -m module under raximport (as python -m raximport)", add_help=False)
+    if argv[:1] == ["run"]:
+        return run(argv[1:], prog="rax run")
+    parser.parse_args(argv)
+    parser.print_help()
+    return 2

@@ -1,0 +1,162 @@
+"""One frozen Config, merged from defaults < pyproject.toml [tool.raximport] < RAX_* env < explicit options.
+
+Stdlib only: this module is imported at interpreter start when RAX_ENABLE is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+class ConfigError(ValueError):
+    """A bad option value, named with where it came from."""
+
+
+def default_cache_dir() -> Path:
+    """$RAX_CACHE_DIR, else $XDG_CACHE_HOME/raximport, else ~/.cache/raximport."""
+    explicit = os.environ.get("RAX_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "raximport"
+
+
+@dataclass(frozen=True)
+class Config:
+    """What to instrument and how.
+
+    packages: module names instrumented wherever they live (site-packages included).
+    paths: extra directories whose modules are instrumented.
+    exclude: module-name prefixes or path globs never instrumented.
+    project_root: the directory whose modules are the user's; None means "find it from the
+        main script" (the nearest parent holding pyproject.toml, setup.py, setup.cfg or .git).
+    checks: add jaxtyping+beartype checks to annotated functions and dataclasses.
+    verbose: say what raximport decides.
+    cache_dir: where rewritten bytecode is cached.
+    """
+
+    packages: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    project_root: str | None = None
+    checks: bool = True
+    verbose: bool = False
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+    def rewrite_key(self) -> str:
+        """The options that change the rewritten code, for the bytecode cache key."""
+        return f"checks={int(self.checks)}"
+
+    def to_env(self) -> dict[str, str]:
+        """RAX_* variables that reproduce this config in a child process."""
+        return {
+            "RAX_ENABLE": "1",
+            "RAX_PACKAGES": ",".join(self.packages),
+            "RAX_PATHS": os.pathsep.join(self.paths),
+            "RAX_EXCLUDE": ",".join(self.exclude),
+            "RAX_PROJECT_ROOT": self.project_root or "",
+            "RAX_CHECKS": "1" if self.checks else "0",
+            "RAX_VERBOSE": "1" if self.verbose else "0",
+            "RAX_CACHE_DIR": str(self.cache_dir),
+        }
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_TUPLE_FIELDS = {"packages", "paths", "exclude"}
+_BOOL_FIELDS = {"checks", "verbose"}
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    if name not in _FIELDS:
+        valid = ", ".join(sorted(_FIELDS))
+        raise ConfigError(f"{origin}: unknown option {name!r}; valid options: {valid}")
+    if name in _TUPLE_FIELDS:
+        if isinstance(value, str):
+            sep = os.pathsep if name == "paths" else ","
+            value = [part for part in value.split(sep) if part.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{origin}: {name} must be a list of strings, got {value!r}")
+        return tuple(v.strip() for v in value)
+    if name in _BOOL_FIELDS:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{origin}: {name} must be true or false, got {value!r}")
+    if name == "cache_dir":
+        return Path(value).expanduser()
+    if name == "project_root":
+        return str(Path(value).expanduser().resolve()) if value else None
+    return value
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest directory at or above `start` with a project marker, else `start`."""
+    start = start.resolve()
+    home = Path.home()
+    for directory in (start, *start.parents):
+        if any((directory / marker).exists() for marker in PROJECT_MARKERS):
+            return directory
+        if directory == home:
+            break
+    return start
+
+
+def pyproject_options(root: Path) -> dict[str, Any]:
+    """The [tool.raximport] table of `root`/pyproject.toml, or {}."""
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    with pyproject.open("rb") as fh:
+        try:
+            table = tomllib.load(fh).get("tool", {}).get("raximport", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{pyproject}: {exc}") from None
+    return {key.replace("-", "_"): value for key, value in table.items()}
+
+
+def env_options(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Options set by RAX_* variables (empty ones count as unset)."""
+    options = {}
+    for name in _FIELDS:
+        value = environ.get("RAX_" + name.upper())
+        if value:
+            options[name] = value
+    return options
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge defaults < pyproject.toml < environment < `overrides` (None values are unset)."""
+    environ = os.environ if environ is None else environ
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    layers = [("environment", env_options(environ)), ("options", given)]
+    root_hint = given.get("project_root") or environ.get("RAX_PROJECT_ROOT")
+    project = Path(root_hint) if root_hint else root
+    if project is not None:
+        project = find_project_root(project)
+        layers.insert(0, (f"{project / 'pyproject.toml'} [tool.raximport]", pyproject_options(project)))
+    merged: dict[str, Any] = {"project_root": str(project)} if project is not None else {}
+    for origin, options in layers:
+        for name, value in options.items():
+            merged[name] = _coerce(name, value, origin)
+    return Config(**merged)

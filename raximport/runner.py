@@ -1,0 +1,102 @@
+"""Run the user's main script or `-m` module as `__main__`, rewritten, the way `python` would.
+
+`__file__`, `sys.argv`, `sys.path[0]` and `sys.modules["__main__"]` are set as Python sets them, so
+that relative imports, pickling of classes defined in the script, and multiprocessing work.
+An uncaught exception is printed without raximport's own frames.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from types import CodeType, ModuleType, TracebackType
+from typing import Callable
+
+from raximport.config import Config
+from raximport.hook import BytecodeCache, load_rewritten
+
+_RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_HIDDEN_PREFIXES = (_RAXIMPORT_DIR, "<frozen runpy>", "<frozen importlib")
+
+
+def _fresh_main(**attributes: object) -> ModuleType:
+    main = ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __cached__=None, **attributes)
+    sys.modules["__main__"] = main
+    return main
+
+
+def run_path(path: str, args: list[str], config: Config) -> int:
+    """Run the script at `path` with `args`; return its exit status."""
+    abspath = os.path.abspath(path)
+    if not os.path.isfile(abspath):
+        sys.stderr.write(f"{sys.executable}: can't open file {abspath!r}: [Errno 2] No such file or directory\n")
+        return 2
+    sys.argv[:] = [path, *args]
+    sys.path[0] = os.path.dirname(os.path.realpath(abspath))
+    loader = importlib.machinery.SourceFileLoader("__main__", abspath)
+    main = _fresh_main(__file__=abspath, __loader__=loader, __spec__=None, __package__=None)
+    return _execute(lambda: load_rewritten(abspath, config, BytecodeCache(config.cache_dir, config.rewrite_key())), main)
+
+
+def run_module(name: str, args: list[str], config: Config) -> int:
+    """Run module `name` (a package runs its `__main__`) like `python -m name`."""
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            name = name + ".__main__"
+            spec = importlib.util.find_spec(name)
+    except ImportError as exc:
+        sys.stderr.write(f"{sys.executable}: Error while finding module specification for {name!r} ({exc})\n")
+        return 1
+    if spec is None or spec.loader is None or not spec.origin:
+        sys.stderr.write(f"{sys.executable}: No module named {name}\n")
+        return 1
+    sys.argv[:] = [spec.origin, *args]
+    main = _fresh_main(__file__=spec.origin, __loader__=spec.loader, __spec__=spec, __package__=spec.parent)
+    if spec.origin.endswith(".py"):
+        cache = BytecodeCache(config.cache_dir, config.rewrite_key())
+        return _execute(lambda: load_rewritten(spec.origin, config, cache), main)
+    return _execute(lambda: spec.loader.get_code(name), main)  # type: ignore[union-attr]
+
+
+def _execute(get_code: Callable[[], CodeType], main: ModuleType) -> int:
+    try:
+        exec(get_code(), main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        print_user_exception(exc)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    return 0
+
+
+def user_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """`tb` without the frames of raximport, runpy and importlib."""
+    frames = []
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_HIDDEN_PREFIXES):
+            frames.append(tb)
+        tb = tb.tb_next
+    rebuilt = None
+    for entry in reversed(frames):
+        rebuilt = TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return rebuilt
+
+
+def print_user_exception(exc: BaseException) -> None:
+    """Print `exc` like Python would, minus raximport's frames (also in chained exceptions)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = user_traceback(current.__traceback__)
+        pending += [current.__cause__, current.__context__]
+    sys.stderr.flush()
+    sys.excepthook(type(exc), exc, exc.__traceback__)

@@ -1,0 +1,112 @@
+"""install() and uninstall(): putting the finder on `sys.meta_path` and taking it off again."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Iterable
+
+from raximport.config import Config, load_config
+from raximport.errors import RaxWarning
+from raximport.hook import RaxFinder, RaxLoader
+
+
+class Installation:
+    """A live import hook. Use as a context manager, or call `uninstall()`."""
+
+    def __init__(self, finder: RaxFinder) -> None:
+        self.finder = finder
+
+    @property
+    def config(self) -> Config:
+        return self.finder.config
+
+    @property
+    def instrumented(self) -> list[str]:
+        """Names of the modules this hook has rewritten so far."""
+        return list(self.finder.instrumented)
+
+    def uninstall(self) -> None:
+        """Stop instrumenting new imports; modules already imported stay as they are."""
+        if self.finder in sys.meta_path:
+            sys.meta_path.remove(self.finder)
+
+    def __enter__(self) -> "Installation":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.uninstall()
+
+
+def main_script_dir() -> Path:
+    """The directory of the script being run, else the working directory."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not main_file and sys.argv and os.path.isfile(sys.argv[0]):
+        main_file = sys.argv[0]
+    return Path(main_file).resolve().parent if main_file else Path.cwd()
+
+
+def install(
+    packages: Iterable[str] | None = None,
+    *,
+    paths: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    checks: bool | None = None,
+    verbose: bool | None = None,
+    project_root: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    config: Config | None = None,
+) -> Installation:
+    """Instrument the user's modules imported from now on.
+
+    By default these are the modules under the main script's project directory (the nearest
+    parent with pyproject.toml, setup.py, setup.cfg or .git); `packages` and `paths` add more,
+    `exclude` removes some. Unset options come from RAX_* variables, then from
+    pyproject.toml's [tool.raximport]. Pass `config` to skip that merge.
+    """
+    if config is None:
+        overrides = {
+            "packages": tuple(packages) if packages is not None else None,
+            "paths": tuple(str(p) for p in paths) if paths is not None else None,
+            "exclude": tuple(exclude) if exclude is not None else None,
+            "checks": checks,
+            "verbose": verbose,
+            "project_root": str(project_root) if project_root is not None else None,
+            "cache_dir": cache_dir,
+        }
+        config = load_config(overrides, root=main_script_dir())
+    finder = RaxFinder(config)
+    sys.meta_path.insert(0, finder)
+    _warn_already_imported(finder)
+    return Installation(finder)
+
+
+def uninstall() -> None:
+    """Remove every raximport finder from `sys.meta_path`."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, RaxFinder)]
+
+
+def _warn_already_imported(finder: RaxFinder) -> None:
+    missed = sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name != "__main__"
+        and isinstance(getattr(module, "__file__", None), str)
+        and module.__file__.endswith(".py")
+        and not isinstance(getattr(module, "__loader__", None), RaxLoader)
+        and finder.selects(name, os.path.abspath(module.__file__))
+    )
+    if missed:
+        shown = ", ".join(missed[:10]) + (f" and {len(missed) - 10} more" if len(missed) > 10 else "")
+        warnings.warn(
+            f"raximport: {shown} {'was' if len(missed) == 1 else 'were'} imported before "
+            "raximport.install() and will not be checked; install earlier, or run the script "
+            "with `python -m raximport`",
+            RaxWarning,
+            stacklevel=3,
+        )
