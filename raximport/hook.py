@@ -50,13 +50,14 @@ class BytecodeCache:
     def __init__(self, directory: Path, rewrite_key: str) -> None:
         self.directory = directory / "pyc"
         self.rewrite_key = rewrite_key
+        self.hits = 0
+        self.misses = 0
 
-    def _paths(self, source_path: str) -> tuple[Path, bytes]:
-        tag = sys.implementation.cache_tag
-        opt = sys.flags.optimize
+    def path_for(self, source_path: str) -> Path:
+        """One file per source path, interpreter and optimisation level; it is overwritten on change."""
         name_hash = hashlib.sha256(source_path.encode()).hexdigest()[:16]
-        stem = Path(source_path).stem
-        return self.directory / f"{stem}-{name_hash}.{tag}.opt{opt}.pyc", name_hash.encode()
+        tag = f"{sys.implementation.cache_tag}.opt{sys.flags.optimize}"
+        return self.directory / f"{Path(source_path).stem}-{name_hash}.{tag}.pyc"
 
     def key(self, source_path: str, source: bytes) -> bytes:
         material = b"\0".join(
@@ -72,7 +73,7 @@ class BytecodeCache:
         return hashlib.sha256(material).digest()
 
     def load(self, source_path: str, key: bytes) -> CodeType | None:
-        path, _ = self._paths(source_path)
+        path = self.path_for(source_path)
         try:
             data = path.read_bytes()
         except OSError:
@@ -88,7 +89,7 @@ class BytecodeCache:
 
     def store(self, source_path: str, key: bytes, code: CodeType) -> None:
         """Write atomically; an unwritable cache is not an error, only a slower next start."""
-        path, _ = self._paths(source_path)
+        path = self.path_for(source_path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -121,9 +122,12 @@ def load_rewritten(path: str, config: Config, cache: BytecodeCache, source: byte
         source = Path(path).read_bytes()
     key = cache.key(path, source)
     code = cache.load(path, key)
-    if code is None:
-        code = compile_source(source, path, checks=config.checks)
-        cache.store(path, key, code)
+    if code is not None:
+        cache.hits += 1
+        return code
+    cache.misses += 1
+    code = compile_source(source, path, checks=config.checks)
+    cache.store(path, key, code)
     return code
 
 

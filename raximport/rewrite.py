@@ -165,7 +165,10 @@ def rewrite_tree(tree: ast.Module, source: str, *, checks: bool = True) -> int:
 
 def compile_source(source: str | bytes, filename: str, *, checks: bool = True, optimize: int = -1) -> CodeType:
     """Parse, rewrite and compile; errors in the source surface as Python's own SyntaxError."""
-    tree = ast.parse(source, filename)
+    try:
+        tree = ast.parse(source, filename)
+    except SyntaxError as exc:
+        raise exc.with_traceback(None) from None  # no frames of ast.py: it points at the user's line
     text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
     rewrite_tree(tree, text, checks=checks)
     return compile(tree, filename, "exec", dont_inherit=True, optimize=optimize)
