@@ -1,0 +1,81 @@
+"""Sample from a trained model, after karpathy/nanoGPT's sample.py.
+
+    python gpt/sample.py --out_dir=out-shakespeare-char-cpu --start="ROMEO:" --num_samples=3
+
+Options are given like train.py's (defaults below, a config file, --key=value). Generation uses a
+KV cache: the prompt is encoded once, then a jitted lax.scan decodes one token per step.
+"""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import checkpoint
+from model import GPTConfig, generate, init_params
+from tokenizer import load_tokenizer
+from train import ConfigError, parse_config
+
+# ----------------------------------------------------------------------------- defaults
+out_dir = "out"  # where train.py saved best.npz / last.npz
+ckpt = "best"  # 'best' or 'last'; best falls back to last when there is no best.npz
+start = "\n"  # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
+num_samples = 10  # number of samples to draw (decoded together, as one batch)
+max_new_tokens = 500  # number of tokens generated in each sample
+temperature = 0.8  # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, 0.0 = greedy
+top_k = 200  # retain only the top_k most likely tokens, clamp others to have 0 probability (0: all)
+seed = 1337
+dtype = "float32"  # 'float32' or 'bfloat16' compute
+# -----------------------------------------------------------------------------
+DEFAULTS: dict[str, Any] = {
+    k: v for k, v in globals().items() if not k.startswith("_") and type(v) in (int, float, bool, str)
+}
+
+
+def load_model(out: str | Path, which: str = "best", dtype: str | None = None) -> tuple[dict, GPTConfig, dict]:
+    """(params, model config, checkpoint metadata) from out/{which}.npz."""
+    out = Path(out)
+    path = out / f"{which}.npz"
+    if which == "best" and not path.exists():
+        path = out / "last.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint {path}: train first (python gpt/train.py ...)")
+    meta = checkpoint.load_meta(path)
+    args = dict(meta["model_args"])
+    if dtype is not None:
+        args["dtype"] = dtype
+    config = GPTConfig(**args)
+    template = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    params, _ = checkpoint.load(path, template, prefix="['params']")  # skip the optimizer state
+    return jax.tree_util.tree_map(jnp.asarray, params), config, meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = parse_config(argv, DEFAULTS)
+    except ConfigError as e:
+        print(f"sample.py: error: {e}", file=sys.stderr)
+        return 2
+    params, config, meta = load_model(cfg["out_dir"], cfg["ckpt"], cfg["dtype"])
+    tok = load_tokenizer(meta["data_meta"])
+    prompt = cfg["start"]
+    if prompt.startswith("FILE:"):
+        prompt = Path(prompt[5:]).read_text(encoding="utf-8")
+    ids = tok.encode(prompt)
+    x = jnp.asarray(np.tile(np.asarray(ids, np.int32)[None], (cfg["num_samples"], 1)))
+    out = generate(
+        params, x, config, cfg["max_new_tokens"], jax.random.key(cfg["seed"]),
+        temperature=cfg["temperature"], top_k=cfg["top_k"] or None,
+    )
+    for row in np.asarray(out):
+        print(prompt + tok.decode(row.tolist()))
+        print("---------------")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

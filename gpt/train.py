@@ -1,0 +1,419 @@
+"""Train a GPT in plain JAX, after karpathy/nanoGPT's train.py.
+
+    python gpt/train.py config/train_shakespeare_char_cpu.py --max_iters=100
+
+Configuration: the defaults below, then any config file (a Python file whose top-level
+assignments override them), then ``--key=value`` overrides, in command-line order. Unknown keys
+and values of the wrong type are errors (exit status 2).
+
+``init_from='resume'`` continues from ``out_dir/last.npz`` exactly where it stopped: same
+iteration, parameters, optimizer state and both RNGs (JAX key and numpy Generator), so a resumed
+run's losses equal an uninterrupted run's bit for bit. Ctrl-C stops after the current iteration
+and saves ``last.npz`` first (press it twice to abort without saving).
+"""
+
+import ast
+import math
+import os
+import runpy
+import signal
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+import checkpoint
+import data
+from model import GPTConfig, Params, init_params, loss_fn, num_params
+
+# ----------------------------------------------------------------------------- defaults
+# I/O
+out_dir = "out"
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False  # if True, evaluate once and exit
+always_save_checkpoint = True  # if True, save best.npz after each eval even if val loss got worse
+init_from = "scratch"  # 'scratch' or 'resume' (from out_dir/last.npz)
+# data
+dataset = "shakespeare_char"
+data_dir = "data"
+gradient_accumulation_steps = 1  # micro-batches per optimizer step, accumulated inside the jitted step
+batch_size = 12  # micro-batch size
+block_size = 1024
+# model
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0
+bias = False
+# AdamW optimizer
+learning_rate = 6e-4  # max learning rate
+max_iters = 600000
+weight_decay = 1e-1  # applied to 2-D parameters only (matmul weights and embeddings)
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # clip gradients at this global norm, or disable if == 0.0
+# learning rate schedule: linear warmup, then cosine decay to min_lr
+decay_lr = True
+warmup_iters = 2000
+lr_decay_iters = 600000  # ~= max_iters per Chinchilla
+min_lr = 6e-5  # ~= learning_rate/10 per Chinchilla
+# system
+dtype = "float32"  # 'float32' or 'bfloat16' (matmuls in bfloat16, params and optimizer in float32)
+seed = 1337
+# Peak FLOP/s of the device, for the MFU estimate (nanoGPT uses an A100's bf16 peak, 312e12).
+# The default is a rough fp32 peak of a small 2-core AVX-512 CPU (2 cores x 2 FMA x 16 lanes x
+# 2 flop x ~3 GHz); set it to your hardware's number.
+peak_flops = 2e11
+# -----------------------------------------------------------------------------
+DEFAULTS: dict[str, Any] = {
+    k: v for k, v in globals().items() if not k.startswith("_") and type(v) in (int, float, bool, str)
+}
+
+
+class ConfigError(ValueError):
+    """A bad config file or --key=value override."""
+
+
+def _valid_keys(defaults: dict[str, Any]) -> str:
+    return "valid keys: " + ", ".join(sorted(defaults))
+
+
+def _check_value(key: str, value: Any, source: str, defaults: dict[str, Any]) -> Any:
+    if key not in defaults:
+        raise ConfigError(f"unknown config key {key!r} (from {source}); {_valid_keys(defaults)}")
+    want = type(defaults[key])
+    if want is float and type(value) is int:
+        value = float(value)
+    if type(value) is not want:
+        raise ConfigError(
+            f"config key {key!r} (from {source}) must be {want.__name__}, "
+            f"got {type(value).__name__} {value!r}; default is {defaults[key]!r}"
+        )
+    return value
+
+
+def parse_config(argv: list[str], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then config files (positional args) and --key=value overrides in order."""
+    defaults = DEFAULTS if defaults is None else defaults
+    config = dict(defaults)
+    for arg in argv:
+        if not arg.startswith("--"):
+            path = Path(arg)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {arg}")
+            values = runpy.run_path(str(path), run_name="__config__")
+            for key, value in values.items():
+                if key.startswith("_") or callable(value) or type(value).__name__ == "module":
+                    continue  # dunders, imports and helpers of the config file itself
+                config[key] = _check_value(key, value, arg, defaults)
+            continue
+        if "=" not in arg:
+            raise ConfigError(f"expected --key=value, got {arg!r}; {_valid_keys(defaults)}")
+        key, raw = arg[2:].split("=", 1)
+        if key not in defaults:
+            raise ConfigError(f"unknown config key {key!r} (from {arg}); {_valid_keys(defaults)}")
+        try:
+            value = ast.literal_eval(raw)
+        except (SyntaxError, ValueError):
+            value = raw  # a bare string, e.g. --dataset=shakespeare_char
+        if isinstance(defaults[key], str) and not isinstance(value, str):
+            value = raw
+        config[key] = _check_value(key, value, arg, defaults)
+    return config
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def get_lr(it: int | Array, cfg: dict[str, Any]) -> Float[Array, ""]:
+    """nanoGPT's schedule: linear warmup, cosine decay to min_lr, then min_lr (jit-friendly)."""
+    lr, min_lr_, warmup, decay = cfg["learning_rate"], cfg["min_lr"], cfg["warmup_iters"], cfg["lr_decay_iters"]
+    if not cfg["decay_lr"]:
+        return jnp.asarray(lr, jnp.float32)
+    it = jnp.asarray(it, jnp.float32)
+    warm = lr * (it + 1) / (warmup + 1)
+    ratio = jnp.clip((it - warmup) / max(decay - warmup, 1), 0.0, 1.0)
+    cosine = min_lr_ + 0.5 * (1.0 + jnp.cos(math.pi * ratio)) * (lr - min_lr_)
+    return jnp.where(it < warmup, warm, jnp.where(it > decay, min_lr_, cosine))
+
+
+def make_optimizer(cfg: dict[str, Any]) -> optax.GradientTransformation:
+    """AdamW with decay on >=2-D params only, after global-norm clipping."""
+    adamw = optax.adamw(
+        learning_rate=partial(get_lr, cfg=cfg),
+        b1=cfg["beta1"],
+        b2=cfg["beta2"],
+        eps=1e-8,
+        weight_decay=cfg["weight_decay"],
+        mask=lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params),
+    )
+    if cfg["grad_clip"] > 0.0:
+        return optax.chain(optax.clip_by_global_norm(cfg["grad_clip"]), adamw)
+    return adamw
+
+
+OPTIMIZER_KEYS = (
+    "learning_rate", "min_lr", "warmup_iters", "lr_decay_iters", "decay_lr",
+    "beta1", "beta2", "weight_decay", "grad_clip",
+)
+_steps: dict[tuple, tuple] = {}  # jitted steps by (model config, optimizer settings, accum)
+
+
+def make_steps(model_config: GPTConfig, cfg: dict[str, Any]) -> tuple[optax.GradientTransformation, Any, Any]:
+    """(optimizer, train_step, eval_step) for this model and optimizer config, made once per
+    process so that repeated train() calls (tests, notebooks) reuse the compiled steps."""
+    accum = cfg["gradient_accumulation_steps"]
+    k = (model_config, accum, tuple(cfg[name] for name in OPTIMIZER_KEYS))
+    if k not in _steps:
+        optimizer = make_optimizer(cfg)
+        _steps[k] = (optimizer, make_train_step(model_config, optimizer, accum), make_eval_step(model_config))
+    return _steps[k]
+
+
+def make_train_step(model_config: GPTConfig, optimizer: optax.GradientTransformation, accum: int):
+    """The jitted update: (params, opt_state, key, x, y) -> (params, opt_state, key, loss).
+    x, y hold accum * batch_size rows; gradients are accumulated over accum micro-batches with
+    lax.scan. params and opt_state are donated (updated in place)."""
+    use_dropout = model_config.dropout > 0.0
+    grad_fn = jax.value_and_grad(loss_fn)
+
+    def train_step(
+        params: Params,
+        opt_state: optax.OptState,
+        key: PRNGKeyArray,
+        x: Int[Array, "batch seq"],
+        y: Int[Array, "batch seq"],
+    ) -> tuple[Params, optax.OptState, PRNGKeyArray, Float[Array, ""]]:
+        key, step_key = jax.random.split(key)
+        if accum == 1:
+            loss, grads = grad_fn(params, x, y, model_config, step_key if use_dropout else None)
+        else:
+            xs = x.reshape(accum, -1, x.shape[1])
+            ys = y.reshape(accum, -1, y.shape[1])
+            keys = jax.random.split(step_key, accum)
+
+            def micro_step(carry, inputs):
+                loss_sum, grad_sum = carry
+                xm, ym, km = inputs
+                loss, grads = grad_fn(params, xm, ym, model_config, km if use_dropout else None)
+                return (loss_sum + loss, jax.tree_util.tree_map(jnp.add, grad_sum, grads)), None
+
+            zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+            (loss, grads), _ = jax.lax.scan(micro_step, (jnp.zeros((), jnp.float32), zeros), (xs, ys, keys))
+            loss = loss / accum
+            grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, key, loss
+
+    return jax.jit(train_step, donate_argnums=(0, 1, 2))
+
+
+def make_eval_step(model_config: GPTConfig):
+    def eval_step(params: Params, x: Int[Array, "batch seq"], y: Int[Array, "batch seq"]) -> Float[Array, ""]:
+        return loss_fn(params, x, y, model_config, None)
+
+    return jax.jit(eval_step)
+
+
+def estimate_mfu(n_params: int, mc: GPTConfig, tokens_per_iter: int, dt: float, peak: float) -> float:
+    """nanoGPT's estimate (PaLM appendix B): 6N + 12*L*H*Q*T flops per token, fwd + bwd."""
+    L, H, Q, T = mc.n_layer, mc.n_head, mc.head_dim, mc.block_size
+    flops_per_token = 6 * n_params + 12 * L * H * Q * T
+    return flops_per_token * tokens_per_iter / dt / peak
+
+
+def model_config_from(cfg: dict[str, Any], vocab_size: int) -> GPTConfig:
+    return GPTConfig(
+        block_size=cfg["block_size"], vocab_size=vocab_size, n_layer=cfg["n_layer"], n_head=cfg["n_head"],
+        n_embd=cfg["n_embd"], dropout=cfg["dropout"], bias=cfg["bias"], dtype=cfg["dtype"],
+    )
+
+
+def _to_jax_batch(x: np.ndarray, y: np.ndarray) -> tuple[Array, Array]:
+    return jax.device_put(x), jax.device_put(y)
+
+
+class _StopFlag:
+    """First SIGINT: stop after the current iteration (and save). Second: KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._previous = None
+
+    def __enter__(self) -> "_StopFlag":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
+    """Run the training loop described by cfg; returns a summary (losses per logged iteration,
+    evals, final iteration). Writes only to cfg['out_dir'] (and data_dir when preparing data)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = console or Console()
+    out = Path(cfg["out_dir"])
+    accum = cfg["gradient_accumulation_steps"]
+    tokens_per_iter = accum * cfg["batch_size"] * cfg["block_size"]
+
+    dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"])
+    meta = data.load_meta(dataset_dir)
+    splits = {s: data.load_split(dataset_dir, s) for s in ("train", "val")}
+
+    iter_num, best_val_loss = 0, float("inf")
+    if cfg["init_from"] == "resume":
+        ckpt_path = out / "last.npz"
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"init_from='resume' but there is no checkpoint at {ckpt_path}")
+        ck_meta = checkpoint.load_meta(ckpt_path)
+        for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout"):  # the model must match
+            cfg[k] = ck_meta["config"][k]
+        model_config = GPTConfig(**ck_meta["model_args"])
+        model_config = GPTConfig(**{**model_config.to_dict(), "dtype": cfg["dtype"]})
+    elif cfg["init_from"] == "scratch":
+        model_config = model_config_from(cfg, meta["vocab_size"])
+    else:
+        raise ConfigError(f"init_from must be 'scratch' or 'resume', not {cfg['init_from']!r}")
+
+    optimizer, train_step, eval_step = make_steps(model_config, cfg)
+    key = jax.random.key(cfg["seed"])
+    key, init_key = jax.random.split(key)
+    params = jax.jit(init_params, static_argnums=0)(model_config, init_key)
+    opt_state = optimizer.init(params)
+    np_rng = np.random.default_rng(cfg["seed"])
+    if cfg["init_from"] == "resume":
+        template = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key)}
+        state, ck_meta = checkpoint.load(out / "last.npz", template)
+        params = jax.tree_util.tree_map(jnp.asarray, state["params"])
+        opt_state = jax.tree_util.tree_map(jnp.asarray, state["opt_state"])
+        key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
+        np_rng.bit_generator.state = ck_meta["np_rng_state"]
+        iter_num, best_val_loss = ck_meta["iter_num"], ck_meta["best_val_loss"]
+        console.print(f"resuming from {out / 'last.npz'} at iteration {iter_num}")
+
+    n_params = num_params(params)
+    console.print(
+        f"model: {model_config.n_layer} layers, {model_config.n_head} heads, {model_config.n_embd} embd, "
+        f"vocab {model_config.vocab_size}, {n_params / 1e6:.2f}M parameters; "
+        f"tokens per iteration {tokens_per_iter:,}"
+    )
+
+    def save(name: str) -> None:
+        tree = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key)}
+        ck = {
+            "iter_num": iter_num, "best_val_loss": best_val_loss, "config": cfg,
+            "model_args": model_config.to_dict(), "np_rng_state": np_rng.bit_generator.state,
+            "data_meta": meta,
+        }
+        checkpoint.save(out / name, tree, ck)
+
+    def estimate_loss() -> dict[str, float]:
+        result = {}
+        for i, split in enumerate(("train", "val")):
+            rng = np.random.default_rng([cfg["seed"], iter_num, i])  # fixed per eval: no drift of np_rng
+            losses = [
+                eval_step(params, *_to_jax_batch(*data.get_batch(splits[split], cfg["batch_size"], model_config.block_size, rng)))
+                for _ in range(cfg["eval_iters"])
+            ]
+            result[split] = float(jnp.mean(jnp.stack(losses)))
+        return result
+
+    summary: dict[str, Any] = {"losses": {}, "evals": {}, "interrupted": False}
+    columns = [
+        TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+    ]
+    log_lines = not console.is_terminal  # in a pipe or log file: nanoGPT-style lines instead of a bar
+    t0 = time.perf_counter()
+    last_log_iter, running_mfu = iter_num, -1.0
+    with _StopFlag() as stop, Progress(*columns, console=console, disable=log_lines) as progress:
+        task = progress.add_task("train", total=cfg["max_iters"], completed=iter_num, stats="")
+        while True:
+            if iter_num % cfg["eval_interval"] == 0 or iter_num == cfg["max_iters"]:
+                losses = estimate_loss()
+                summary["evals"][iter_num] = losses
+                progress.console.print(
+                    f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                )
+                improved = losses["val"] < best_val_loss
+                if improved:
+                    best_val_loss = losses["val"]
+                if iter_num > 0 and (improved or cfg["always_save_checkpoint"]):
+                    save("best.npz")
+                if iter_num > 0:
+                    save("last.npz")
+                t0 = time.perf_counter()  # don't count the eval in ms/iter
+                last_log_iter = iter_num
+            if cfg["eval_only"] or iter_num >= cfg["max_iters"]:
+                break
+
+            x, y = data.get_batch(splits["train"], accum * cfg["batch_size"], model_config.block_size, np_rng)
+            params, opt_state, key, loss = train_step(params, opt_state, key, *_to_jax_batch(x, y))
+            iter_num += 1
+
+            if iter_num % cfg["log_interval"] == 0 or stop.stop:
+                lossf = float(loss)  # waits for the step: the only sync in the loop
+                t1 = time.perf_counter()
+                dt = (t1 - t0) / max(iter_num - last_log_iter, 1)
+                t0, last_log_iter = t1, iter_num
+                summary["losses"][iter_num] = lossf
+                mfu = estimate_mfu(n_params, model_config, tokens_per_iter, dt, cfg["peak_flops"])
+                running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
+                stats = (
+                    f"loss {lossf:.4f}  {dt * 1000:.1f} ms/iter  {tokens_per_iter / dt:,.0f} tok/s  "
+                    f"mfu {running_mfu * 100:.1f}%  lr {float(get_lr(iter_num - 1, cfg)):.2e}"
+                )
+                progress.update(task, completed=iter_num, stats=stats)
+                if log_lines:
+                    console.print(
+                        f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, "
+                        f"tok/s {tokens_per_iter / dt:.0f}, mfu {running_mfu * 100:.2f}%"
+                    )
+            if stop.stop:
+                save("last.npz")
+                console.print(f"interrupted: saved {out / 'last.npz'} at iteration {iter_num}")
+                summary["interrupted"] = True
+                break
+    summary.update(iter_num=iter_num, best_val_loss=best_val_loss)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = parse_config(argv)
+    except ConfigError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        train(cfg)
+    except ConfigError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
