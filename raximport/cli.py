@@ -20,7 +20,7 @@ By default the script's project is instrumented: the modules under the nearest p
 holding pyproject.toml, setup.py, setup.cfg or .git. The standard library and site-packages are
 left alone unless named with --package. A module opts out with RAX_DONT_REWRITE in its docstring
 or in a comment. Options can also be set with RAX_* environment variables (RAX_PACKAGES,
-RAX_PATHS, RAX_EXCLUDE, RAX_CHECKS, RAX_VERBOSE, RAX_CACHE_DIR) and in pyproject.toml under
+RAX_PATHS, RAX_EXCLUDE, RAX_CHECKS, RAX_VERBOSE, RAX_CACHE_DIR, RAX_XLA_CACHE) and in pyproject.toml under
 [tool.raximport]; the command line wins.
 """
 VALUE_OPTIONS = {"-p", "--package", "--path", "-x", "--exclude", "--project-root", "--cache-dir"}
@@ -41,6 +41,8 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", default=None, help="say what raximport does")
     parser.add_argument("--project-root", metavar="DIR", help="the directory whose modules are the user's")
     parser.add_argument("--cache-dir", metavar="DIR", help="where raximport keeps its caches")
+    parser.add_argument("--no-xla-cache", dest="xla_cache", action="store_false", default=None,
+                        help="leave JAX's persistent compilation cache alone (raximport turns it on)")
     parser.add_argument("--version", action="version", version=f"raximport {__version__}")
     return parser
 
@@ -95,6 +97,7 @@ def run(argv: list[str], prog: str) -> int:
                 "verbose": ns.verbose,
                 "project_root": ns.project_root,
                 "cache_dir": ns.cache_dir,
+                "xla_cache": ns.xla_cache,
             },
             root=root,
         )
@@ -105,6 +108,23 @@ def run(argv: list[str], prog: str) -> int:
     if module is not None:
         return run_module(module, args, config)
     return run_path(script, args, config)  # type: ignore[arg-type]
+
+
+def cache_command(action: str, cache_dir: str | None, parser: argparse.ArgumentParser) -> int:
+    """`rax cache info|clear`."""
+    from raximport import xla_cache
+
+    try:
+        config = load_config({"cache_dir": cache_dir}, root=Path.cwd())
+    except ConfigError as exc:
+        parser.error(str(exc))
+    directory = xla_cache.xla_dir(config) if cache_dir is not None else None  # else as a run would
+    if action == "info":
+        print("\n".join(xla_cache.info_lines(config, directory)))
+        return 0
+    directory, count, freed = xla_cache.clear(config, directory)
+    print(f"removed {count} entries ({xla_cache.human_size(freed)}) from {directory}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"raximport {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run a script or -m module under raximport (as python -m raximport)", add_help=False)
+    cache = commands.add_parser("cache", help="JAX's persistent compilation cache: info, clear")
+    cache.add_argument("action", choices=["info", "clear"],
+                       help="info: directory, entries, size, cap, last run's hits/misses; clear: remove every entry")
+    cache.add_argument("--cache-dir", metavar="DIR", help="raximport's cache directory (the XLA cache is DIR/xla)")
     if argv[:1] == ["run"]:
         return run(argv[1:], prog="rax run")
-    parser.parse_args(argv)
+    ns = parser.parse_args(argv)
+    if ns.command == "cache":
+        return cache_command(ns.action, ns.cache_dir, cache)
     parser.print_help()
     return 2

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+# Entries are ~2 KB (CPU, small functions) to tens of MB (GPU train steps); 4 GB keeps hundreds of
+# big train-step variants, and JAX's eviction rescans the whole directory on each write, so an
+# entry count in the thousands, not millions, keeps writes cheap.
+DEFAULT_XLA_CACHE_MAX_SIZE = 4 * 10**9
 
 
 class ConfigError(ValueError):
@@ -40,6 +44,10 @@ class Config:
     checks: add jaxtyping+beartype checks to annotated functions and dataclasses.
     verbose: say what raximport decides.
     cache_dir: where rewritten bytecode is cached.
+    xla_cache: turn on JAX's persistent compilation cache (in cache_dir/xla unless the user set
+        JAX_COMPILATION_CACHE_DIR), so a second run skips XLA compilation.
+    xla_cache_max_size: bytes the XLA cache may hold before its least recently used entries are
+        evicted; -1 is no cap. Sizes like "512MB" or "2GiB" are accepted.
     """
 
     packages: tuple[str, ...] = ()
@@ -49,6 +57,8 @@ class Config:
     checks: bool = True
     verbose: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
+    xla_cache: bool = True
+    xla_cache_max_size: int = DEFAULT_XLA_CACHE_MAX_SIZE
 
     def rewrite_key(self) -> str:
         """The options that change the rewritten code, for the bytecode cache key."""
@@ -65,12 +75,46 @@ class Config:
             "RAX_CHECKS": "1" if self.checks else "0",
             "RAX_VERBOSE": "1" if self.verbose else "0",
             "RAX_CACHE_DIR": str(self.cache_dir),
+            "RAX_XLA_CACHE": "1" if self.xla_cache else "0",
+            "RAX_XLA_CACHE_MAX_SIZE": str(self.xla_cache_max_size),
         }
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _TUPLE_FIELDS = {"packages", "paths", "exclude"}
-_BOOL_FIELDS = {"checks", "verbose"}
+_BOOL_FIELDS = {"checks", "verbose", "xla_cache"}
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from 4000000000, "4GB", "512MB" or "2GiB" (k/M/G/T are decimal, Ki/Mi/Gi/Ti binary,
+    as ccache and systemd read them); "none", "unlimited" and -1 mean no cap (-1).
+
+    0 is refused: JAX reads a 0 cap as "cache nothing", which is what xla_cache = false is for.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        number: float = value
+    else:
+        text = value.strip().lower().replace(" ", "").replace("_", "")
+        if text in ("none", "unlimited", "-1"):
+            return -1
+        digits = text.rstrip("bikmgt")
+        suffix = text[len(digits):]
+        unit = suffix[:-1] if suffix.endswith("b") else suffix
+        if unit not in _SIZE_UNITS:
+            raise ValueError(f"not a size: {value!r}")
+        try:
+            number = float(digits) * _SIZE_UNITS[unit]
+        except ValueError:
+            raise ValueError(f"not a size: {value!r}") from None
+    if number == -1:
+        return -1
+    if number < 1:
+        raise ValueError(f"size must be positive, or -1/unlimited for no cap, got {value!r}")
+    return int(number)
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
@@ -96,6 +140,11 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: {name} must be true or false, got {value!r}")
     if name == "cache_dir":
         return Path(value).expanduser()
+    if name == "xla_cache_max_size":
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: xla_cache_max_size: {exc}") from None
     if name == "project_root":
         return str(Path(value).expanduser().resolve()) if value else None
     return value

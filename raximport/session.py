@@ -12,6 +12,7 @@ from typing import Iterable
 from raximport.config import Config, load_config
 from raximport.errors import RaxWarning
 from raximport.hook import RaxFinder, RaxLoader
+from raximport.xla_cache import configure as configure_xla_cache
 
 
 class Installation:
@@ -80,6 +81,7 @@ def install(
             "cache_dir": cache_dir,
         }
         config = load_config(overrides, root=main_script_dir())
+    configure_xla_cache(config)
     finder = RaxFinder(config)
     sys.meta_path.insert(0, finder)
     _warn_already_imported(finder)

@@ -1,0 +1,399 @@
+"""JAX's persistent compilation cache, on by default, and what `rax cache info|clear` show.
+
+A second run of a script then loads its compiled XLA executables from disk instead of compiling
+them again. raximport must not import jax itself (the user's code does that, with its own flags),
+so the cache is switched on through the JAX_* variables that JAX reads when it is first imported;
+only if jax is already imported is `jax.config.update` used. A value the user set always wins.
+
+Stdlib only at import: this module is imported at interpreter start when RAX_ENABLE is set.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from raximport.config import Config
+
+# JAX's own file names (jax/_src/lru_cache.py): "<key>-cache" holds an entry, "<key>-atime" the
+# last access (ns, little endian) that its LRU eviction sorts by.
+CACHE_SUFFIX = "-cache"
+ATIME_SUFFIX = "-atime"
+LAST_RUN_FILE = "xla-last-run.json"
+# The JAX_* variables raximport set, as JSON, so that a child process (or a test's subprocess)
+# tells them from the user's own and chooses again. Not RAX_*: children often drop those.
+ENV_MARK = "_RAXIMPORT_XLA_ENV"
+
+# (jax config name, value raximport wants, JAX's default): a value other than the default was
+# set by the user, and is left alone.
+#  - min compile time 0 / min entry size -1: save every executable (JAX saves only those that
+#    took >= 1 s to compile, but a training script's many small jits add up to seconds too);
+#  - enable_xla_caches "none": otherwise the cache directory's own path enters the key, and a
+#    moved or copied cache misses every time.
+_SETTINGS: tuple[tuple[str, Any, Any], ...] = (
+    ("jax_persistent_cache_min_compile_time_secs", 0.0, 1.0),
+    ("jax_persistent_cache_min_entry_size_bytes", -1, 0),
+    ("jax_persistent_cache_enable_xla_caches", "none", "xla_gpu_per_fusion_autotune_cache_dir"),
+)
+_DIR = "jax_compilation_cache_dir"
+_MAX_SIZE = "jax_compilation_cache_max_size"
+
+# jax.monitoring events (jax/_src/compiler.py, compilation_cache.py).
+EVENT_REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"
+EVENT_HITS = "/jax/compilation_cache/cache_hits"
+EVENT_WRITES = "/jax/compilation_cache/cache_misses"  # recorded as a missed entry is written
+
+
+@dataclass
+class Setup:
+    """What `configure` decided for this process."""
+
+    directory: Path
+    owned: bool  # raximport chose the directory (so its cap applies), not the user
+    max_size: int  # -1: no cap
+    jax_evicts: bool  # JAX's LRU enforces the cap (needs the `filelock` package)
+    stats_file: Path
+    started_ns: int
+
+
+_setup: Setup | None = None
+_counts: Counter[str] = Counter()
+_watching = False
+
+
+def xla_dir(config: Config) -> Path:
+    """raximport's default directory for the XLA cache."""
+    return Path(config.cache_dir) / "xla"
+
+
+def _set_by_raximport(environ: Mapping[str, str]) -> dict[str, str]:
+    try:
+        marked = json.loads(environ.get(ENV_MARK) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(marked, dict):
+        return {}
+    return {k: v for k, v in marked.items() if environ.get(k) == v}
+
+
+def user_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The JAX_* variables the user set (not raximport, in this process or a parent)."""
+    environ = os.environ if environ is None else environ
+    ours = _set_by_raximport(environ)
+    return {k: v for k, v in environ.items() if k.startswith("JAX_") and k not in ours}
+
+
+def resolve_dir(config: Config, environ: Mapping[str, str] | None = None) -> tuple[Path, bool]:
+    """(the directory a run uses, whether raximport chose it): the user's
+    JAX_COMPILATION_CACHE_DIR wins over `<cache_dir>/xla`."""
+    theirs = user_env(environ).get("JAX_COMPILATION_CACHE_DIR")
+    if theirs:
+        return Path(theirs), False
+    return xla_dir(config), True
+
+
+def _have_filelock() -> bool:
+    """JAX refuses a size cap without `filelock`; find it without importing it."""
+    try:
+        return importlib.util.find_spec("filelock") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def configure(config: Config) -> Setup | None:
+    """Turn the persistent cache on for this process (and its children) unless config.xla_cache
+    is off; called by `raximport.install()`. Idempotent."""
+    global _setup
+    if not config.xla_cache:
+        return None
+    if _setup is not None:
+        return _setup
+    jax = sys.modules.get("jax")
+    directory, owned = resolve_dir(config)
+    their_dir = getattr(getattr(jax, "config", None), _DIR, None)  # set with jax.config.update
+    if owned and their_dir and os.path.abspath(their_dir) != os.path.abspath(directory):
+        directory, owned = Path(their_dir), False
+    max_size = config.xla_cache_max_size if owned else -1  # never evict from the user's own directory
+    their_cap = user_env().get(_MAX_SIZE.upper())
+    if owned and their_cap:
+        max_size = int(their_cap) if their_cap.lstrip("-").isdigit() else max_size
+    jax_evicts = max_size > 0 and _have_filelock()
+    wanted: dict[str, Any] = {name: value for name, value, _ in _SETTINGS}
+    defaults: dict[str, Any] = {name: default for name, _, default in _SETTINGS}
+    wanted[_DIR], defaults[_DIR] = str(directory), None
+    if jax_evicts:
+        wanted[_MAX_SIZE], defaults[_MAX_SIZE] = max_size, -1
+    if jax is None:
+        users = user_env()
+        mine = {}
+        for name, value in wanted.items():
+            if name.upper() not in users:
+                os.environ[name.upper()] = mine[name.upper()] = str(value)
+        os.environ[ENV_MARK] = json.dumps(mine)
+    else:
+        _update_loaded_jax(jax, wanted, defaults)
+    if jax_evicts:
+        _backfill_atimes(directory)
+    _setup = Setup(
+        directory=directory,
+        owned=owned,
+        max_size=max_size,
+        jax_evicts=jax_evicts,
+        stats_file=Path(config.cache_dir) / LAST_RUN_FILE,
+        started_ns=time.time_ns(),
+    )
+    if jax is not None:
+        watch_cache_events()
+    atexit.register(_at_exit)
+    if config.verbose:
+        from raximport.report import note
+
+        cap = f", cap {human_size(max_size)}" if max_size > 0 else ""
+        whose = "" if owned else " (the user's JAX_COMPILATION_CACHE_DIR)"
+        note(f"XLA compilation cache in {directory}{whose}{cap}")
+    return _setup
+
+
+def _update_loaded_jax(jax: Any, wanted: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """jax is imported already: its env variables were read, so set what is still at its default."""
+    for name, value in wanted.items():
+        try:
+            current = getattr(jax.config, name)
+        except AttributeError:
+            continue  # an older or newer jax without this option
+        if current == defaults[name] and name.upper() not in user_env():
+            jax.config.update(name, value)
+
+
+def _backfill_atimes(directory: Path) -> None:
+    """JAX's eviction reads "<key>-atime" for every entry and fails without it; entries written
+    while no cap was set (or by a plain `python` run) have none, so date them by mtime."""
+    try:
+        with os.scandir(directory) as entries:
+            names = {entry.name: entry for entry in entries if entry.is_file(follow_symlinks=False)}
+    except OSError:
+        return
+    for name, entry in names.items():
+        if name.endswith(CACHE_SUFFIX):
+            atime = name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
+            if atime not in names:
+                try:
+                    (directory / atime).write_bytes(entry.stat().st_mtime_ns.to_bytes(8, "little"))
+                except OSError:
+                    pass
+
+
+def watch_cache_events() -> bool:
+    """Count this process's cache hits and misses with jax.monitoring listeners, for
+    xla-last-run.json. Call it once jax is imported and before the compiles to count (raximport
+    never imports jax for this). Idempotent; False if jax is not imported yet."""
+    global _watching
+    if _watching:
+        return True
+    monitoring = getattr(sys.modules.get("jax"), "monitoring", None)
+    if monitoring is None:
+        return False
+    _watching = True
+    monitoring.register_event_listener(_on_event)
+    return True
+
+
+def _on_event(event: str, **kwargs: Any) -> None:
+    if event.startswith("/jax/compilation_cache/"):
+        _counts[event] += 1
+
+
+def entries(directory: Path) -> list[tuple[Path, int, int]]:
+    """(path, size, last use in ns) for each cache entry, least recently used first."""
+    found: list[tuple[Path, int, int]] = []
+    try:
+        scan = list(os.scandir(directory))
+    except OSError:
+        return found
+    for entry in scan:
+        if not entry.name.endswith(CACHE_SUFFIX) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            stat = entry.stat(follow_symlinks=False)
+            used = stat.st_mtime_ns
+            atime = directory / (entry.name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX)
+            if atime.is_file():
+                used = int.from_bytes(atime.read_bytes()[:8], "little")
+        except OSError:
+            continue
+        found.append((Path(entry.path), stat.st_size, used))
+    found.sort(key=lambda item: item[2])
+    return found
+
+
+def evict(directory: Path, max_size: int) -> list[Path]:
+    """Remove least recently used entries until the directory holds at most `max_size` bytes.
+    Only used when JAX cannot (no `filelock`); JAX's own LRU does the same on each write."""
+    if max_size < 0:
+        return []
+    found = entries(directory)
+    total = sum(size for _, size, _ in found)
+    removed = []
+    for path, size, _ in found:
+        if total <= max_size:
+            break
+        for victim in (path, path.with_name(path.name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX)):
+            try:
+                victim.unlink()
+            except FileNotFoundError:
+                pass
+        removed.append(path)
+        total -= size
+    return removed
+
+
+def run_stats(setup: Setup) -> dict[str, Any]:
+    """This run's hits and misses: from jax.monitoring when watched, else read off the directory
+    (entries written since start; with JAX's LRU on, older entries whose -atime moved = hits)."""
+    stats: dict[str, Any] = {
+        "directory": str(setup.directory),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "script": _script(),
+    }
+    if _watching:
+        requests, hits = _counts[EVENT_REQUESTS], _counts[EVENT_HITS]
+        stats.update(source="jax.monitoring", hits=hits, misses=requests - hits, written=_counts[EVENT_WRITES])
+        return stats
+    written = hits = 0
+    for path, _, used in entries(setup.directory):
+        try:
+            created = path.stat().st_mtime_ns
+        except OSError:
+            continue
+        if created >= setup.started_ns:
+            written += 1
+        elif used >= setup.started_ns:
+            hits += 1
+    stats.update(source="directory", hits=hits if setup.jax_evicts else None, misses=written, written=written)
+    return stats
+
+
+def _script() -> str:
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return str(main_file or (sys.argv[0] if sys.argv else ""))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically (temp file + os.replace): a reader never sees half a file."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _at_exit() -> None:
+    """Record the run's hits/misses (only runs that imported jax) and enforce the cap if JAX can't."""
+    setup = _setup
+    if setup is None or "jax" not in sys.modules:
+        return
+    try:
+        if setup.max_size > 0 and not setup.jax_evicts:
+            evict(setup.directory, setup.max_size)
+        write_json(setup.stats_file, run_stats(setup))
+    except Exception:  # never turn a finished run into a failing one
+        pass
+
+
+def last_run(config: Config) -> dict[str, Any] | None:
+    """The stats the last run that used jax wrote, or None."""
+    try:
+        data = json.loads((Path(config.cache_dir) / LAST_RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def human_size(size: float) -> str:
+    """Bytes in the decimal units that sizes are given in ("4GB")."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"  # pragma: no cover
+
+
+def info_lines(config: Config, directory: Path | None = None) -> list[str]:
+    """What `rax cache info` prints, for `directory` or else the one a run would use."""
+    owned = True
+    if directory is None:
+        directory, owned = resolve_dir(config)
+    found = entries(directory)
+    total = sum(size for _, size, _ in found)
+    if not config.xla_cache:
+        state = "off (xla_cache = false)"
+    elif not owned:
+        state = "on, in the user's JAX_COMPILATION_CACHE_DIR (no cap applied)"
+    else:
+        state = "on"
+    if not owned or config.xla_cache_max_size < 0:
+        cap = "none"
+    else:
+        cap = f"{human_size(config.xla_cache_max_size)}, least recently used entries evicted beyond it"
+        if not _have_filelock():
+            cap += " (by raximport at exit: install `filelock` for JAX to evict as it writes)"
+    lines = [
+        f"directory: {directory}",
+        f"state:     {state}",
+        f"entries:   {len(found)}",
+        f"size:      {human_size(total)}",
+        f"cap:       {cap}",
+    ]
+    last = last_run(config)
+    if last is None:
+        lines.append("last run:  none recorded")
+    else:
+        hits = "?" if last.get("hits") is None else last.get("hits")
+        lines.append(
+            f"last run:  {hits} hits, {last.get('misses')} misses, {last.get('written')} entries written"
+            f" ({last.get('script') or '?'}, {last.get('timestamp')})"
+        )
+    return lines
+
+
+def clear(config: Config, directory: Path | None = None) -> tuple[Path, int, int]:
+    """Remove every entry (the files JAX wrote directly in `directory`, or else in the one a run
+    would use; nothing else); return (directory, entries removed, bytes freed)."""
+    if directory is None:
+        directory, _ = resolve_dir(config)
+    count = freed = 0
+    try:
+        scan = list(os.scandir(directory))
+    except OSError:
+        return directory, 0, 0
+    for entry in scan:
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        if not (entry.name.endswith(CACHE_SUFFIX) or entry.name.endswith(ATIME_SUFFIX)):
+            continue
+        try:
+            size = entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        if entry.name.endswith(CACHE_SUFFIX):
+            count += 1
+            freed += size
+    return directory, count, freed

@@ -1,0 +1,211 @@
+"""JAX's persistent compilation cache, switched on by raximport: hits across processes, the user's
+own settings win, the off switch, `rax cache info|clear`, the LRU cap."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raximport import xla_cache
+from raximport.config import Config, ConfigError, load_config, parse_size
+
+RAX = ("-c", "import sys; from raximport.cli import main; sys.exit(main(sys.argv[1:]))")
+HAVE_FILELOCK = importlib.util.find_spec("filelock") is not None
+
+# Counts cache events itself (jax.monitoring), independently of raximport's own counting.
+SCRIPT = """\
+import collections, json, sys
+import numpy as np
+import jax, jax.numpy as jnp
+
+counts = collections.Counter()
+jax.monitoring.register_event_listener(lambda event, **kw: counts.update([event]))
+
+def make(i):
+    def f(x):
+        return jnp.tanh(x @ x.T + i).sum()
+    f.__name__ = f"step{i}"
+    return jax.jit(f)
+
+for i in range(int(sys.argv[1]) if len(sys.argv) > 1 else 1):
+    make(i)(np.ones((32, 32), np.float32)).block_until_ready()
+print(json.dumps({
+    "hits": counts["/jax/compilation_cache/cache_hits"],
+    "requests": counts["/jax/compilation_cache/compile_requests_use_cache"],
+    "dir": jax.config.jax_compilation_cache_dir,
+    "min_time": jax.config.jax_persistent_cache_min_compile_time_secs,
+    "max_size": jax.config.jax_compilation_cache_max_size,
+}))
+"""
+
+
+def _env(cache_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAX_", "JAX_", "_RAXIMPORT"))}
+    env.update({"RAX_CACHE_DIR": str(cache_dir), "JAX_PLATFORMS": "cpu", "NO_COLOR": "1"})
+    env.update(extra)
+    return env
+
+
+def _python(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _run(script: Path, cache_dir: Path, *args: str, options: tuple[str, ...] = (), **env: str) -> dict:
+    proc = _python("-m", "raximport", *options, str(script), *args, cwd=script.parent, env=_env(cache_dir, **env))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+    """The same script run twice under `python -m raximport` with one cache."""
+    root = tmp_path_factory.mktemp("proj")
+    script = root / "train.py"
+    script.write_text(SCRIPT)
+    cache = root / "rax-cache"
+    first = _run(script, cache)
+    second = _run(script, cache)
+    return cache, first, second
+
+
+def test_second_process_hits_the_cache(two_runs: tuple[Path, dict, dict]) -> None:
+    cache, first, second = two_runs
+    assert first["dir"] == str(cache / "xla")
+    assert first["min_time"] == 0.0  # every executable is saved, however fast it compiled
+    assert first["requests"] > 0 and first["hits"] == 0
+    assert second["hits"] == second["requests"] == first["requests"]
+    last = json.loads((cache / "xla-last-run.json").read_text())
+    assert (last["hits"], last["misses"], last["written"]) == (second["hits"], 0, 0)
+    assert last["script"].endswith("train.py")
+
+
+def test_info_and_clear(two_runs: tuple[Path, dict, dict], tmp_path: Path) -> None:
+    cache = tmp_path / "copy"
+    shutil.copytree(two_runs[0], cache)
+    env = _env(cache)
+    info = _python(*RAX, "cache", "info", cwd=tmp_path, env=env).stdout
+    n = two_runs[1]["requests"]
+    assert f"directory: {cache / 'xla'}" in info
+    assert f"entries:   {n}\n" in info
+    assert " KB" in info and "cap:       4.0 GB" in info
+    assert f"last run:  {n} hits, 0 misses" in info
+    cleared = _python(*RAX, "cache", "clear", cwd=tmp_path, env=env).stdout
+    assert cleared.startswith(f"removed {n} entries (") and str(cache / "xla") in cleared
+    assert not list((cache / "xla").glob("*-cache")) and not list((cache / "xla").glob("*-atime"))
+    info = _python(*RAX, "cache", "info", "--cache-dir", str(cache), cwd=tmp_path, env=env).stdout
+    assert "entries:   0\n" in info and "size:      0 B" in info
+
+
+def test_users_own_settings_win(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    mine = tmp_path / "mine"
+    out = _run(script, tmp_path / "rax", JAX_COMPILATION_CACHE_DIR=str(mine),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+    assert out["dir"] == str(mine) and out["min_time"] == 0.5
+    assert out["max_size"] == -1  # raximport's cap is for its own directory only
+    assert not (tmp_path / "rax" / "xla").exists()
+
+
+def test_off_leaves_jax_alone(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    for options, env in (("--no-xla-cache",), {}), ((), {"RAX_XLA_CACHE": "0"}):
+        out = _run(script, tmp_path / "rax", options=options, **env)
+        assert (out["dir"], out["min_time"], out["max_size"]) == (None, 1.0, -1)
+    assert not (tmp_path / "rax" / "xla").exists()
+
+
+def test_jax_imported_before_install_uses_config_update(tmp_path: Path) -> None:
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import jax, jax.numpy as jnp, numpy as np, json\n"
+        "import raximport\n"
+        "raximport.install()\n"
+        "jax.jit(lambda x: x * 2)(np.ones(3)).block_until_ready()\n"
+        "print(json.dumps({'dir': jax.config.jax_compilation_cache_dir}))\n"
+    )
+    proc = _python(str(script), cwd=tmp_path, env=_env(tmp_path / "rax"))
+    assert json.loads(proc.stdout)["dir"] == str(tmp_path / "rax" / "xla")
+    last = json.loads((tmp_path / "rax" / "xla-last-run.json").read_text())
+    assert last["source"] == "jax.monitoring" and last["written"] >= 1 and last["hits"] == 0
+
+
+def test_users_jax_config_dir_wins_when_jax_came_first(tmp_path: Path) -> None:
+    script = tmp_path / "theirs.py"
+    script.write_text(
+        "import jax, json, sys\n"
+        "jax.config.update('jax_compilation_cache_dir', sys.argv[1])\n"
+        "import raximport\n"
+        "raximport.install()\n"
+        "print(json.dumps({'dir': jax.config.jax_compilation_cache_dir,\n"
+        "                  'max_size': jax.config.jax_compilation_cache_max_size,\n"
+        "                  'min_time': jax.config.jax_persistent_cache_min_compile_time_secs}))\n"
+    )
+    proc = _python(str(script), str(tmp_path / "mine"), cwd=tmp_path, env=_env(tmp_path / "rax"))
+    assert json.loads(proc.stdout) == {"dir": str(tmp_path / "mine"), "max_size": -1, "min_time": 0.0}
+
+
+@pytest.mark.skipif(not HAVE_FILELOCK, reason="JAX's LRU eviction needs the filelock package")
+def test_lru_cap_evicts_least_recently_used(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    cache = tmp_path / "rax"
+    out = _run(script, cache, "6", RAX_XLA_CACHE_MAX_SIZE="20KiB")  # entries are ~8 KB here
+    assert out["max_size"] == 20480
+    found = xla_cache.entries(cache / "xla")
+    assert 0 < len(found) < 6 and sum(size for _, size, _ in found) <= 20480
+    names = [path.name for path, _, _ in found]
+    assert any(name.startswith("jit_step5-") for name in names)
+    assert not any(name.startswith("jit_step0-") for name in names)
+
+
+def test_fallback_eviction_and_atime_backfill(tmp_path: Path) -> None:
+    for i, size in enumerate((400, 300, 200)):
+        path = tmp_path / f"k{i}-cache"
+        path.write_bytes(b"x" * size)
+        os.utime(path, ns=(i * 10**9, i * 10**9))
+    (tmp_path / "k0-atime").write_bytes((5 * 10**9).to_bytes(8, "little"))  # k0 used last
+    (tmp_path / "other.txt").write_text("not an entry")
+    xla_cache._backfill_atimes(tmp_path)
+    assert int.from_bytes((tmp_path / "k1-atime").read_bytes(), "little") == 10**9
+    assert [p.name for p, _, _ in xla_cache.entries(tmp_path)] == ["k1-cache", "k2-cache", "k0-cache"]
+    removed = xla_cache.evict(tmp_path, 650)
+    assert [p.name for p in removed] == ["k1-cache"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k0-atime", "k0-cache", "k2-atime", "k2-cache", "other.txt"]
+
+
+def test_env_set_by_a_raximport_parent_is_not_the_users(tmp_path: Path) -> None:
+    config = Config(cache_dir=tmp_path)
+    parent = {"JAX_COMPILATION_CACHE_DIR": "/elsewhere/xla",
+              xla_cache.ENV_MARK: json.dumps({"JAX_COMPILATION_CACHE_DIR": "/elsewhere/xla"})}
+    assert xla_cache.resolve_dir(config, parent) == (tmp_path / "xla", True)
+    users = {**parent, "JAX_COMPILATION_CACHE_DIR": "/mine"}
+    assert xla_cache.resolve_dir(config, users) == (Path("/mine"), False)
+
+
+def test_off_configures_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    before = dict(os.environ)
+    assert xla_cache.configure(Config(cache_dir=tmp_path, xla_cache=False)) is None
+    assert dict(os.environ) == before
+
+
+def test_sizes() -> None:
+    assert parse_size("4GB") == 4 * 10**9 and parse_size("512MB") == 512 * 10**6
+    assert parse_size("2GiB") == 2 * 2**30 and parse_size("1.5k") == 1500 and parse_size(4096) == 4096
+    assert parse_size("unlimited") == parse_size("-1") == -1
+    for bad in ("0", "GB", "5x", "-3"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert load_config(environ={"RAX_XLA_CACHE_MAX_SIZE": "1GB", "RAX_XLA_CACHE": "off"}).xla_cache_max_size == 10**9
+    with pytest.raises(ConfigError, match="xla_cache_max_size"):
+        load_config({"xla_cache_max_size": "lots"}, environ={})
+    assert xla_cache.human_size(6900) == "6.9 KB" and xla_cache.human_size(12) == "12 B"
