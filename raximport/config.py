@@ -10,7 +10,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from raximport.rewrite import RewriteOptions
 
 PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 # Entries are ~2 KB (CPU, small functions) to tens of MB (GPU train steps); 4 GB keeps hundreds of
@@ -42,6 +45,8 @@ class Config:
     project_root: the directory whose modules are the user's; None means "find it from the
         main script" (the nearest parent holding pyproject.toml, setup.py, setup.cfg or .git).
     checks: add jaxtyping+beartype checks to annotated functions and dataclasses.
+    jit: route the instrumented modules' `jax.jit` through raximport.jit (watched traces).
+    autojit: jit annotated pure module-level functions that nobody jitted.
     verbose: say what raximport decides.
     cache_dir: where rewritten bytecode is cached.
     xla_cache: turn on JAX's persistent compilation cache (in cache_dir/xla unless the user set
@@ -55,14 +60,21 @@ class Config:
     exclude: tuple[str, ...] = ()
     project_root: str | None = None
     checks: bool = True
+    jit: bool = True
+    autojit: bool = True
     verbose: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
     xla_cache: bool = True
     xla_cache_max_size: int = DEFAULT_XLA_CACHE_MAX_SIZE
 
+    def rewrite_options(self) -> "RewriteOptions":
+        from raximport.rewrite import RewriteOptions
+
+        return RewriteOptions(checks=self.checks, jit=self.jit, autojit=self.autojit)
+
     def rewrite_key(self) -> str:
         """The options that change the rewritten code, for the bytecode cache key."""
-        return f"checks={int(self.checks)}"
+        return repr(self.rewrite_options())
 
     def to_env(self) -> dict[str, str]:
         """RAX_* variables that reproduce this config in a child process."""
@@ -73,6 +85,8 @@ class Config:
             "RAX_EXCLUDE": ",".join(self.exclude),
             "RAX_PROJECT_ROOT": self.project_root or "",
             "RAX_CHECKS": "1" if self.checks else "0",
+            "RAX_JIT": "1" if self.jit else "0",
+            "RAX_AUTOJIT": "1" if self.autojit else "0",
             "RAX_VERBOSE": "1" if self.verbose else "0",
             "RAX_CACHE_DIR": str(self.cache_dir),
             "RAX_XLA_CACHE": "1" if self.xla_cache else "0",
@@ -82,7 +96,7 @@ class Config:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _TUPLE_FIELDS = {"packages", "paths", "exclude"}
-_BOOL_FIELDS = {"checks", "verbose", "xla_cache"}
+_BOOL_FIELDS = {"checks", "jit", "autojit", "verbose", "xla_cache"}
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
                "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 

@@ -126,7 +126,7 @@ def load_rewritten(path: str, config: Config, cache: BytecodeCache, source: byte
         cache.hits += 1
         return code
     cache.misses += 1
-    code = compile_source(source, path, checks=config.checks)
+    code = compile_source(source, path, config.rewrite_options())
     cache.store(path, key, code)
     return code
 

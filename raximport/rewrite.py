@@ -1,7 +1,11 @@
 """The AST rewrite: a pure function of (source, options) -> code, with the user's file and lines.
 
-Annotated functions get an innermost `@rax_check` decorator and dataclass-like classes with
-annotated fields an outermost `@rax_check_class`; both are cheap trampolines (see checks.py).
+- Annotated functions get an innermost `@rax_check` decorator and dataclass-like classes with
+  annotated fields an outermost `@rax_check_class`: cheap trampolines (see checks.py).
+- Every `jax.jit` (attribute, `from jax import jit`, in `partial(...)`, aliased) becomes raximport's jit.
+- Annotated, undecorated, side-effect-free module-level functions that take and return JAX arrays
+  get an outermost `@rax_autojit` (see jit.py).
+
 Which annotations are jaxtyping's is decided from the module's own imports and aliases, so this
 module never imports jaxtyping or JAX. Every injected node carries the location of the node it serves.
 """
@@ -10,11 +14,24 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import dataclass
 from types import CodeType
 
 OPT_OUT_MARKER = "RAX_DONT_REWRITE"
 CHECK = "@rax_check"  # not a valid identifier, so it can never clash with a user's name
 CHECK_CLASS = "@rax_check_class"
+JIT = "@rax_jit"
+AUTOJIT = "@rax_autojit"
+
+
+@dataclass(frozen=True)
+class RewriteOptions:
+    """What the rewrite does; every field is part of the bytecode cache key."""
+
+    checks: bool = True
+    jit: bool = True
+    autojit: bool = True
+
 
 # jaxtyping's public annotation names, for `from jaxtyping import *`.
 JAXTYPING_STAR_NAMES = frozenset(
@@ -142,33 +159,157 @@ def _prologue_end(tree: ast.Module) -> int:
     return index
 
 
-def rewrite_tree(tree: ast.Module, source: str, *, checks: bool = True) -> int:
-    """Rewrite `tree` in place; return how many definitions were instrumented."""
-    if not checks or has_opt_out_marker(tree, source):
+class _JitRedirect(ast.NodeTransformer):
+    """`jax.jit` and `from jax import jit` -> raximport's jit, for the whole module."""
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.jax_names = {
+            alias.asname or "jax"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+            if alias.name == "jax" or (alias.name.startswith("jax.") and not alias.asname)
+        }
+        self.count = 0
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        self.generic_visit(node)
+        if (
+            node.attr == "jit"
+            and isinstance(node.ctx, ast.Load)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in self.jax_names
+        ):
+            self.count += 1
+            return _located(ast.Name(JIT, ast.Load()), node)
+        return node
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.AST]:
+        if node.module != "jax" or node.level or not any(a.name == "jit" for a in node.names):
+            return node
+        self.count += 1
+        ours = [a for a in node.names if a.name == "jit"]
+        redirected = _located(ast.ImportFrom(module="raximport.jit", names=ours, level=0), node)
+        node.names = [a for a in node.names if a.name != "jit"]
+        return [node, redirected] if node.names else redirected
+
+
+IMPURE_CALLS = frozenset({"print", "open", "input", "exec", "eval", "breakpoint", "setattr", "delattr", "exit", "quit"})
+IMPURE_MODULES = frozenset(
+    {"logging", "logger", "log", "os", "sys", "time", "random", "shutil", "subprocess", "pickle", "json", "io",
+     "warnings", "tqdm", "wandb", "rich", "console", "pathlib", "socket", "threading", "builtins"}
+)
+MUTATING_METHODS = frozenset(  # called as a statement, on something the function did not create
+    {"append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault", "popitem", "add", "discard",
+     "write", "writelines", "flush", "save", "savez", "dump", "put", "send", "close", "seek", "sort", "reverse"}
+)
+
+
+def _root_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def has_visible_side_effects(fn: ast.FunctionDef) -> bool:
+    """Printing, logging, I/O, globals, or writes to what it was given: such a function is never auto-jitted."""
+    local_names = {
+        n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    } - {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)}
+    for node in ast.walk(fn):
+        if isinstance(node, (ast.Global, ast.Nonlocal, ast.Yield, ast.YieldFrom, ast.Await)):
+            return True
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in IMPURE_CALLS:
+                return True
+            if isinstance(func, ast.Attribute):
+                root = _root_name(func)
+                chain = ast.unparse(func)
+                if root in IMPURE_MODULES or (root in ("np", "numpy") and ".random." in f".{chain}"):
+                    return True
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):  # `params.update(...)` as a statement
+            func = node.value.func
+            if isinstance(func, ast.Attribute) and func.attr in MUTATING_METHODS:
+                root = _root_name(func)
+                if root is not None and root not in local_names:
+                    return True
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = node.targets
+        for target in targets:
+            if isinstance(target, (ast.Attribute, ast.Subscript)) and _root_name(target) not in local_names:
+                return True
+    return False
+
+
+def _mentions_jax_array(annotation: ast.expr | None, jaxtyping: _JaxtypingNames) -> bool:
+    """A jaxtyping annotation over JAX arrays (`Float[Array, ...]`), not over numpy's."""
+    if annotation is None or not jaxtyping.uses(annotation):
+        return False
+    text = ast.unparse(annotation)
+    return "Array" in text.replace("ndarray", "") and "np." not in text and "numpy" not in text
+
+
+def _wants_autojit(fn: ast.FunctionDef, jaxtyping: _JaxtypingNames) -> bool:
+    if fn.decorator_list and not all(isinstance(d, ast.Name) and d.id == CHECK for d in fn.decorator_list):
+        return False
+    params = [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]
+    if any(a.annotation is not None and "ndarray" in ast.unparse(a.annotation) for a in params):
+        return False
+    takes_arrays = any(_mentions_jax_array(a.annotation, jaxtyping) for a in params)
+    return takes_arrays and _mentions_jax_array(fn.returns, jaxtyping) and not has_visible_side_effects(fn)
+
+
+def rewrite_tree(tree: ast.Module, source: str, options: RewriteOptions = RewriteOptions()) -> int:
+    """Rewrite `tree` in place; return how many places were instrumented."""
+    if has_opt_out_marker(tree, source):
         return 0
+    runtime: list[ast.alias] = []
+    count = 0
+    if options.jit:
+        redirect = _JitRedirect(tree)
+        redirect.visit(tree)
+        if redirect.count:
+            runtime.append(ast.alias("jit", JIT))
+            count += redirect.count
     jaxtyping = _JaxtypingNames(tree)
-    if not jaxtyping:
-        return 0
-    inserter = _CheckInserter(jaxtyping)
-    inserter.visit(tree)
-    if inserter.count:
+    if jaxtyping and options.checks:
+        inserter = _CheckInserter(jaxtyping)
+        inserter.visit(tree)
+        if inserter.count:
+            runtime += [ast.alias("check", CHECK), ast.alias("check_class", CHECK_CLASS)]
+            count += inserter.count
+    if jaxtyping and options.autojit:
+        autojitted = [fn for fn in tree.body if isinstance(fn, ast.FunctionDef) and _wants_autojit(fn, jaxtyping)]
+        for fn in autojitted:
+            fn.decorator_list.insert(0, _located(ast.Name(AUTOJIT, ast.Load()), fn))
+        if autojitted:
+            runtime.append(ast.alias("autojit", AUTOJIT))
+            count += len(autojitted)
+    if runtime:
         at = _prologue_end(tree)
         where = tree.body[at] if at < len(tree.body) else tree.body[-1]
-        runtime = ast.ImportFrom(
-            module="raximport.checks",
-            names=[ast.alias("check", CHECK), ast.alias("check_class", CHECK_CLASS)],
-            level=0,
-        )
-        tree.body.insert(at, _located(runtime, where))
-    return inserter.count
+        by_module: dict[str, list[ast.alias]] = {}
+        for alias in runtime:
+            by_module.setdefault("raximport.checks" if alias.asname in (CHECK, CHECK_CLASS) else "raximport.jit", []).append(alias)
+        for module, names in by_module.items():
+            tree.body.insert(at, _located(ast.ImportFrom(module=module, names=names, level=0), where))
+    return count
 
 
-def compile_source(source: str | bytes, filename: str, *, checks: bool = True, optimize: int = -1) -> CodeType:
+def compile_source(
+    source: str | bytes, filename: str, options: RewriteOptions = RewriteOptions(), *, optimize: int = -1
+) -> CodeType:
     """Parse, rewrite and compile; errors in the source surface as Python's own SyntaxError."""
     try:
         tree = ast.parse(source, filename)
     except SyntaxError as exc:
         raise exc.with_traceback(None) from None  # no frames of ast.py: it points at the user's line
     text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
-    rewrite_tree(tree, text, checks=checks)
+    rewrite_tree(tree, text, options)
     return compile(tree, filename, "exec", dont_inherit=True, optimize=optimize)

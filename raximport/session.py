@@ -88,6 +88,14 @@ def install(
     return Installation(finder)
 
 
+def active_config() -> Config:
+    """The config of the innermost installed hook, else the one the environment describes."""
+    for finder in sys.meta_path:
+        if isinstance(finder, RaxFinder):
+            return finder.config
+    return load_config(root=main_script_dir())
+
+
 def uninstall() -> None:
     """Remove every raximport finder from `sys.meta_path`."""
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, RaxFinder)]

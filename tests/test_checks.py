@@ -16,7 +16,7 @@ from jaxtyping import TypeCheckError
 
 import raximport
 from raximport.errors import RaxWarning
-from conftest import write
+from tests.helpers import write
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from raximport.config import ConfigError, find_project_root, load_config
-from conftest import write
+from tests.helpers import write
 
 
 def test_defaults_and_project_root_discovery(tmp_path: Path) -> None:

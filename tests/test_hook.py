@@ -16,7 +16,7 @@ import raximport
 from raximport.config import Config
 from raximport.errors import RaxWarning
 from raximport.hook import RaxFinder, RaxLoader
-from conftest import write
+from tests.helpers import write
 
 ANNOTATED = """
 import numpy as np

@@ -1,0 +1,378 @@
+"""raximport's jit: jax.jit with a watch on every trace, and auto-jit for pure entry points.
+
+`jit` returns JAX's own jitted object (same API, same C++ dispatch, same cost per call); only
+the traced function is wrapped, and a trace happens exactly once per compiled signature. That is
+where checks run (checks.py) and where recompilations are noticed. `autojit` is what the rewrite
+puts on annotated pure module-level functions nobody jitted: called from plain Python it jits them,
+with static arguments detected from annotations and values; called inside a trace it steps aside.
+
+JAX is imported on first use, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import inspect
+import re
+import typing
+from typing import Any, Callable
+
+from raximport.report import Report, note, show, user_location
+
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
+RECOMPILES_BEFORE_REPORT = 4  # a train and an eval shape, a last partial batch: fine; more is churn
+
+
+def jit(fun: Any = None, /, **options: Any) -> Any:
+    """Drop-in for `jax.jit` (same arguments, same returned object and API), watched at trace time."""
+    if fun is None:
+        return functools.partial(jit, **options)
+    return _jit(fun, None, **options)
+
+
+Churn = Callable[[list[tuple[str, Any, Any]]], bool]
+
+
+def _jit(fun: Callable[..., Any], on_churn: Churn | None, **options: Any) -> Any:
+    import jax
+
+    from raximport.xla_cache import watch_cache_events
+
+    watch_cache_events()  # count this run's persistent-cache hits from the first compile on
+    watch = _TraceWatch(fun, on_churn)
+
+    @functools.wraps(fun)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        watch.on_trace(args, kwargs)
+        return fun(*args, **kwargs)
+
+    return jax.jit(traced, **options)
+
+
+class _TraceWatch:
+    """Counts the traces of one jitted function and explains churn once.
+
+    `on_churn(changes)` may handle churn instead (auto-jit traces a counter it had made static);
+    `changes` are (argument, old, new) as `describe_call` gives them.
+    """
+
+    def __init__(self, fun: Callable[..., Any], on_churn: Churn | None = None) -> None:
+        self.fun = fun
+        self.on_churn = on_churn
+        self.traces = 0
+        self.last: dict[str, tuple[str, Any]] | None = None
+        self.reported = False
+
+    def on_trace(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.traces += 1
+        if self.reported:
+            return
+        signature = describe_call(self.fun, args, kwargs)
+        last, self.last = self.last, signature
+        if last is None or self.traces <= RECOMPILES_BEFORE_REPORT:
+            return
+        changed = [(name, last[name], signature[name]) for name in signature if name in last]
+        explained = [(name, e) for name, old, new in changed if (e := explain_change(name, old, new))]
+        if not explained:
+            return
+        self.reported = True
+        if self.on_churn and self.on_churn([c for c in changed if c[0] in dict(explained)]):
+            return
+        show(recompile_report(self.fun, self.traces, [e for _, e in explained]))
+
+
+def _name(fun: Callable[..., Any]) -> str:
+    return getattr(fun, "__qualname__", None) or getattr(fun, "__name__", None) or repr(fun)
+
+
+def describe_call(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """Each argument as ("traced", {path: aval string}) or ("static", value), by parameter name."""
+    import jax
+
+    try:
+        bound = inspect.signature(fun).bind_partial(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        bound = {f"arg{i}": a for i, a in enumerate(args)} | kwargs
+    described: dict[str, tuple[str, Any]] = {}
+    for name, value in bound.items():
+        leaves = jax.tree_util.tree_leaves_with_path(value)
+        if leaves and all(isinstance(leaf, jax.core.Tracer) for _, leaf in leaves):
+            described[name] = ("traced", {jax.tree_util.keystr(path): str(leaf.aval) for path, leaf in leaves})
+        else:
+            described[name] = ("static", value)
+    return described
+
+
+def explain_change(name: str, old: tuple[str, Any], new: tuple[str, Any]) -> tuple[str, str] | None:
+    """(what changed, how to fix it) for one argument between two traces, or None."""
+    if old[0] == new[0] == "traced":
+        for path, aval in new[1].items():
+            if old[1].get(path) != aval:
+                return (f"argument '{name}{path}' changed from {old[1].get(path)} to {aval}",
+                        "keep input shapes fixed between calls (pad, or drop the last partial batch)")
+        return None
+    if old[0] == new[0] == "static":
+        try:
+            same = bool(old[1] == new[1])
+        except Exception:
+            same = old[1] is new[1]
+        if same:
+            return None
+        if type(old[1]) is type(new[1]) and _ADDRESS.sub("", repr(old[1])) == _ADDRESS.sub("", repr(new[1])):
+            return (f"static argument '{name}' is a new {type(new[1]).__name__} object on each call "
+                    "(equal settings, but a different object, so a different compile)",
+                    f"build '{name}' once, outside the loop, and pass that same object every time")
+        return (f"static argument '{name}' changed from {_short(old[1])} to {_short(new[1])}",
+                f"a static argument that changes recompiles: if '{name}' is not used as a shape, "
+                "pass it as an array (jnp.asarray) so that it is traced instead")
+    return (f"argument '{name}' switched between traced and static", f"pass '{name}' the same way on every call")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[str, str]]) -> Report:
+    return Report(
+        kind="recompilation",
+        title=f"{_name(fun)} has been compiled {traces} times",
+        where=user_location(),
+        details=tuple(what for what, _ in changes),
+        fix="; ".join(dict.fromkeys(fix for _, fix in changes)),
+        extra={"function": _name(fun), "compiles": traces},
+    )
+
+
+# --- auto-jit -----------------------------------------------------------------------------------
+
+STATIC, DYNAMIC, UNSUPPORTED = "static", "dynamic", "unsupported"
+_STATIC_TYPES: tuple[type, ...] = (bool, int, str, bytes, enum.Enum, type(None), type, range, slice)
+
+
+def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Jit `fn` when it is called from plain Python; run it as is inside a trace or if it cannot be jitted.
+
+    A Python int that changes on every call (a step counter) is first static, like any int; once
+    it has caused a few compiles it is traced instead, unless that fails (it is used as a shape).
+    """
+    compiled: dict[tuple[tuple[int, ...], tuple[str, ...]], Callable[..., Any]] = {}
+    by_types: dict[tuple[Any, ...], Callable[..., Any] | None] = {}  # the fast path: layout from argument types
+    state: dict[str, Any] = {"eager": False, "hints": None, "traced_ints": set(), "trying": set()}
+
+    def on_churn(changes: list[tuple[str, Any, Any]]) -> bool:
+        pinned = state["hints"][1] if state["hints"] else {}  # `n: int` says: a Python int, keep it so
+        ints = {name for name, old, new in changes if old[0] == "static" and type(new[1]) is int and name not in pinned}
+        if not ints or len(ints) != len(changes):
+            return False
+        state["traced_ints"] |= ints
+        state["trying"] = ints
+        by_types.clear()
+        _verbose(f"{_name(fn)}: {', '.join(sorted(ints))} changes on every call: traced from now on")
+        return True
+
+    def choose(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
+        if state["hints"] is None:
+            state["hints"] = _annotation_hints(fn)
+        layout = _static_layout(state["hints"], args, kwargs, state["traced_ints"])
+        if layout is None:
+            return None
+        if layout not in compiled:
+            compiled[layout] = _jit(fn, on_churn, static_argnums=layout[0], static_argnames=layout[1])
+            _announce(fn, layout, state["hints"])
+        return compiled[layout]
+
+    @functools.wraps(fn)
+    def auto(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if state["eager"] or not _trace_state_clean():
+            return fn(*args, **kwargs)
+        types = (*map(type, args), *kwargs, *map(type, kwargs.values()))
+        jitted = by_types.get(types, choose)
+        if jitted is choose:
+            jitted = choose(args, kwargs)
+            if not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
+                by_types[types] = jitted  # the verdict depended on types only
+        if jitted is None:
+            return fn(*args, **kwargs)
+        try:
+            return jitted(*args, **kwargs)
+        except Exception as exc:
+            if not _introduced_by_jit(exc):
+                raise
+            if state["trying"]:  # the int is used as a shape after all: static it stays
+                names, state["trying"] = state["trying"], set()
+                state["traced_ints"] -= names
+                by_types.clear()
+                listed = ", ".join(f"'{n}'" for n in sorted(names))
+                show(recompile_report(fn, RECOMPILES_BEFORE_REPORT + 1, [(
+                    f"{listed} changes on every call and sets a shape, so each new value compiles again",
+                    "keep it constant, or round it up to a few sizes")]))
+                return auto(*args, **kwargs)
+            state["eager"] = True
+            show(fallback_report(fn, exc))
+            return fn(*args, **kwargs)
+
+    auto.__rax_autojit__ = True  # type: ignore[attr-defined]
+    return auto
+
+
+def _trace_state_clean() -> bool:
+    """True outside any JAX trace (jit, grad, vmap...): then auto-jit compiles; inside, it inlines."""
+    global _trace_state_clean
+    from jax._src.core import trace_state_clean
+
+    _trace_state_clean = trace_state_clean
+    return trace_state_clean()
+
+
+def _annotation_hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, str]]:
+    """Parameter names in order, and a static/dynamic verdict for those whose annotation decides it."""
+    target = inspect.unwrap(fn)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    names = list(inspect.signature(target).parameters)
+    verdicts: dict[str, str] = {}
+    for name in names:
+        hint = hints.get(name)
+        if hint is None:
+            continue
+        if getattr(hint, "dim_str", None) is not None or _is_array_type(hint):
+            verdicts[name] = DYNAMIC
+        elif hint in (int, bool, str) or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+            verdicts[name] = STATIC
+    return names, verdicts
+
+
+def _is_array_type(hint: Any) -> bool:
+    import jax
+
+    return hint is jax.Array
+
+
+_PYTREE_TYPES: dict[type, bool] = {}
+
+
+def _is_pytree_node(value: Any) -> bool:
+    """Whether JAX flattens `value` (a registered dataclass, an equinox module...), cached per type."""
+    import jax
+
+    cls = type(value)
+    if cls not in _PYTREE_TYPES:
+        leaves = jax.tree_util.tree_leaves(value, is_leaf=lambda x: x is not value)
+        _PYTREE_TYPES[cls] = not (len(leaves) == 1 and leaves[0] is value)
+    return _PYTREE_TYPES[cls]
+
+
+def classify(value: Any, in_tuple: bool = False) -> str:
+    """static: hashable configuration JAX must see as a Python value; dynamic: arrays and pytrees.
+
+    A Python float alone is dynamic (a learning rate changes without a recompile); inside a
+    tuple of Python values (a NamedTuple config) it is part of that static value.
+    """
+    import jax
+    import numpy as np
+
+    if in_tuple and isinstance(value, float):
+        return STATIC
+    if isinstance(value, (jax.Array, np.ndarray, np.generic, float, complex)):
+        return DYNAMIC
+    if isinstance(value, _STATIC_TYPES) or isinstance(value, np.dtype):
+        return STATIC
+    if isinstance(value, (dict, list)):
+        leaves = jax.tree_util.tree_leaves(value)
+        numeric = (jax.Array, np.ndarray, np.generic, int, float, complex)
+        return DYNAMIC if all(isinstance(leaf, numeric) for leaf in leaves) else UNSUPPORTED
+    if isinstance(value, tuple):
+        kinds = {classify(v, in_tuple=True) for v in value}
+        if kinds <= {STATIC}:  # a NamedTuple of numbers, an optax transformation, a shape
+            return STATIC
+        return DYNAMIC if UNSUPPORTED not in kinds else UNSUPPORTED
+    if _is_pytree_node(value):
+        return DYNAMIC
+    if dataclasses.is_dataclass(value):
+        return STATIC
+    if callable(value):
+        return STATIC
+    return UNSUPPORTED
+
+
+def _static_layout(
+    hints: tuple[list[str], dict[str, str]], args: tuple[Any, ...], kwargs: dict[str, Any], traced: set[str]
+) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
+    """(static_argnums, static_argnames) for this call, or None if some argument cannot go through jit."""
+    names, verdicts = hints
+    static_nums = []
+    for index, value in enumerate(args):
+        name = names[index] if index < len(names) else None
+        kind = DYNAMIC if name in traced else (verdicts.get(name) if name else None) or classify(value)
+        if kind == UNSUPPORTED:
+            return None
+        if kind == STATIC:
+            static_nums.append(index)
+    static_names = []
+    for name, value in kwargs.items():
+        kind = DYNAMIC if name in traced else verdicts.get(name) or classify(value)
+        if kind == UNSUPPORTED:
+            return None
+        if kind == STATIC:
+            static_names.append(name)
+    return tuple(static_nums), tuple(static_names)
+
+
+def _verbose(message: str) -> None:
+    from raximport.session import active_config
+
+    if active_config().verbose:
+        note(message)
+
+
+def _announce(fn: Callable[..., Any], layout: tuple[tuple[int, ...], tuple[str, ...]], hints: tuple[list[str], dict[str, str]]) -> None:
+    names = hints[0]
+    static = tuple(names[i] if i < len(names) else f"arg{i}" for i in layout[0]) + layout[1]
+    _verbose(f"jit {_name(fn)}: static={static}")
+
+
+def _introduced_by_jit(exc: BaseException) -> bool:
+    """Errors that tracing causes and plain Python would not: these make auto-jit step back."""
+    import jax.errors as je
+    from jaxtyping import TypeCheckError
+
+    if isinstance(exc, TypeCheckError):
+        return False
+    if isinstance(exc, (je.ConcretizationTypeError, je.TracerArrayConversionError, je.TracerIntegerConversionError)):
+        return True
+    message = str(exc)
+    return any(
+        marker in message
+        for marker in (
+            "is not a valid JAX type",
+            "Non-hashable static arguments",
+            "must be static integers",
+            "Shapes must be 1D sequences of concrete values",
+            "as an abstract array",
+        )
+    )
+
+
+def fallback_report(fn: Callable[..., Any], exc: BaseException) -> Report:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    target = inspect.unwrap(fn)
+    code = getattr(target, "__code__", None)
+    return Report(
+        kind="autojit-fallback",
+        title=f"{_name(fn)} runs without jit: it cannot be traced ({type(exc).__name__})",
+        where=user_location(exc.__traceback__) or ((code.co_filename, code.co_firstlineno) if code else None),
+        details=(first_line,),
+        fix=(
+            "results are the same, only slower. To make it jittable: use jnp.where / lax.cond instead of "
+            "Python `if` on array values, keep shapes from Python ints (not arrays), return arrays only; "
+            "or jit it yourself with static_argnames for the arguments used as Python values"
+        ),
+        extra={"function": _name(fn), "error": type(exc).__name__},
+    )

@@ -1,0 +1,341 @@
+"""raximport's jit: every jax.jit in user modules goes through it; auto-jit; fallback; recompilation watch."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import raximport
+from raximport.jit import DYNAMIC, STATIC, UNSUPPORTED, classify
+from tests.helpers import write
+
+
+@pytest.fixture
+def load(tmp_path: Path, cache_dir: Path):
+    project = tmp_path / "project"
+    project.mkdir()
+    sys.path.insert(0, str(project))
+    installation = raximport.install(project_root=project, cache_dir=cache_dir)
+    names: list[str] = []
+
+    def load_module(name: str, source: str):
+        write(project / f"{name}.py", source)
+        importlib.invalidate_caches()
+        names.append(name)
+        return importlib.import_module(name)
+
+    yield load_module
+    installation.uninstall()
+    sys.path.remove(str(project))
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def is_watched(jitted) -> bool:
+    """raximport.jit returns JAX's own object around raximport's trace watch."""
+    return type(jitted).__name__ == "PjitFunction" and jitted.__wrapped__.__code__.co_filename.endswith("raximport/jit.py")
+
+
+def test_every_spelling_of_jax_jit_is_routed_and_jax_itself_is_untouched(load) -> None:
+    mod = load("jit_forms", """
+import functools
+import jax
+import jax as jx
+import jax.numpy as jnp
+from jax import jit, jit as J
+from functools import partial
+
+@jax.jit
+def a(x):
+    return x + 1
+
+def _b(x, n):
+    return jnp.zeros(n) + x.sum()
+b = jax.jit(_b, static_argnums=1)
+
+@partial(jax.jit, static_argnames=("n",))
+def c(x, n):
+    return jnp.tile(x, n)
+
+@jit
+def d(x):
+    return x * 2
+
+e = J(lambda x: x - 1)
+f = jx.jit(lambda x: x / 2)
+g = functools.partial(jax.jit, donate_argnums=0)(lambda x: x * 3)
+""")
+    for name in "abcdefg":
+        assert is_watched(getattr(mod, name)), name
+    x = jnp.ones(2)
+    assert mod.b(x, 3).shape == (3,) and mod.c(x, n=2).shape == (4,)
+    assert mod.a.lower(x).compile() is not None and mod.a.eval_shape(x).shape == (2,)
+    assert mod.a.trace(x).jaxpr is not None
+    donated = jnp.ones(4)
+    mod.g(donated)
+    assert donated.is_deleted()  # the user's donate_argnums is honoured
+    assert jax.jit.__module__.startswith("jax") and not is_watched(jax.jit(lambda x: x))
+
+
+def test_jit_options_off_leave_jax_jit_alone(tmp_path: Path, cache_dir: Path) -> None:
+    write(tmp_path / "jit_off.py", "import jax\nf = jax.jit(lambda x: x)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with raximport.install(project_root=tmp_path, cache_dir=cache_dir, config=None) as hook:
+            pass
+        from raximport.config import load_config
+
+        config = dataclasses.replace(load_config(root=tmp_path, environ={}), jit=False, cache_dir=cache_dir)
+        with raximport.install(config=config):
+            mod = importlib.import_module("jit_off")
+        assert not is_watched(mod.f)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("jit_off", None)
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+class Sizes(NamedTuple):
+    width: int
+    scale: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    n: int = 2
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class State:
+    w: jax.Array
+
+
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        (jnp.ones(2), DYNAMIC), (np.ones(2), DYNAMIC), (1.5, DYNAMIC), (np.float32(1), DYNAMIC),
+        ({"w": jnp.ones(1)}, DYNAMIC), ([jnp.ones(1)], DYNAMIC), (State(jnp.ones(1)), DYNAMIC),
+        (3, STATIC), (True, STATIC), ("gelu", STATIC), (Color.RED, STATIC), (jnp.float32, STATIC),
+        (np.dtype("float32"), STATIC), (None, STATIC), (Cfg(), STATIC), (Sizes(2, 0.5), STATIC), ((4, 8), STATIC),
+        (optax.adamw(1e-3), STATIC), (jnp.tanh, STATIC), (jax.jit(lambda x: x), STATIC),
+        (np.random.default_rng(0), UNSUPPORTED),
+    ],
+)
+def test_static_detection(value, kind) -> None:
+    assert classify(value) == kind
+
+
+AUTO = """
+import jax, jax.numpy as jnp
+from dataclasses import dataclass
+from jaxtyping import Array, Float, Int
+
+@dataclass(frozen=True)
+class Config:
+    scale: int = 3
+
+def forward(x: Float[Array, "n"], config: Config, act=jnp.tanh) -> Float[Array, "n"]:
+    return act(x) * config.scale
+
+def outer(x: Float[Array, "n"]) -> Float[Array, "n"]:
+    return forward(x, Config()) + 1
+
+def printing(x: Float[Array, "n"]) -> Float[Array, "n"]:
+    print("side effect")
+    return x
+
+counts = {}
+def writes_global(x: Float[Array, "n"]) -> Float[Array, "n"]:
+    counts["n"] = 1
+    return x
+
+def mutates_argument(x: Float[Array, "n"], log: list) -> Float[Array, "n"]:
+    log.append(1)
+    return x
+
+def returns_python(x: Float[Array, "n"]) -> float:
+    return 1.0
+
+def branchy(x: Float[Array, "n"]) -> Float[Array, "n"]:
+    if x.sum() > 0:
+        return x
+    return -x
+
+def to_int(x: Float[Array, "n"]) -> Float[Array, "n"]:
+    return x * int(x.sum())
+
+@dataclass
+class Mutable:
+    k: int = 2
+
+def unhashable(x: Float[Array, "n"], m: Mutable) -> Float[Array, "n"]:
+    return x * m.k
+
+def step(params: Float[Array, "n"], optimizer) -> Float[Array, "n"]:
+    grads = jax.grad(lambda p: (p ** 2).sum())(params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    return params + updates
+"""
+
+
+def test_auto_jit_picks_pure_entry_points_only(load) -> None:
+    mod = load("auto_pick", AUTO)
+    auto = {name for name in dir(mod) if getattr(getattr(mod, name), "__rax_autojit__", False)}
+    assert auto == {"forward", "outer", "branchy", "to_int", "unhashable", "step"}
+
+
+def test_auto_jit_results_equal_plain_python_including_fallbacks(load, capsys) -> None:
+    mod = load("auto_same", AUTO)
+    x = jnp.array([1.0, -2.0, 0.5])
+    plain = {
+        "forward": jnp.tanh(x) * 3,
+        "outer": jnp.tanh(x) * 3 + 1,
+        "branchy": -x,
+        "to_int": x * -0.0,
+        "unhashable": x * 2,
+    }
+    got = {
+        "forward": mod.forward(x, mod.Config()),
+        "outer": mod.outer(x),
+        "branchy": mod.branchy(x),
+        "to_int": mod.to_int(x),
+        "unhashable": mod.unhashable(x, mod.Mutable()),
+    }
+    for name in plain:
+        np.testing.assert_allclose(got[name], plain[name], rtol=1e-6, err_msg=name)
+    assert mod.branchy(-x).tolist() == (-x).tolist()  # still correct after falling back
+    err = capsys.readouterr().err
+    for name, error in (("branchy", "TracerBoolConversionError"), ("to_int", "ConcretizationTypeError"), ("unhashable", "ValueError")):
+        assert f"{name} runs without jit: it cannot be traced ({error})" in err
+    assert err.count("runs without jit") == 3  # one report per function, not per call
+
+
+def test_auto_jit_compiles_from_python_and_inlines_inside_traces(run_python, tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "model.py", AUTO)
+    write(tmp_path / "main.py", """
+import jax, jax.numpy as jnp, optax
+import model
+x = jnp.ones(3)
+for _ in range(3):
+    model.outer(x)
+model.forward(x, model.Config())
+jax.jit(model.outer)(x)
+model.step(x, optax.sgd(0.1))
+""")
+    result = run_python("-m", "raximport", "--verbose", "main.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    decisions = [line for line in result.stderr.splitlines() if line.startswith("raximport: jit ")]
+    assert decisions == [
+        "raximport: jit outer: static=()",
+        "raximport: jit forward: static=('config',)",
+        "raximport: jit step: static=('optimizer',)",
+    ]
+
+
+def test_a_genuine_shape_error_is_not_swallowed_by_the_fallback(load) -> None:
+    from jaxtyping import TypeCheckError
+
+    mod = load("auto_shape", AUTO)
+    with pytest.raises(TypeCheckError):
+        mod.forward(jnp.ones((2, 2)), mod.Config())
+
+
+RECOMPILE = """
+import jax, jax.numpy as jnp, optax, sys
+
+@jax.jit
+def train_step(params, opt_state, optimizer):
+    grads = jax.grad(lambda p: (p ** 2).sum())(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+train_step = jax.jit(train_step.__wrapped__.__wrapped__, static_argnames="optimizer")
+params = jnp.ones(3)
+stable = optax.adamw(1e-3)
+state = stable.init(params)
+fresh = sys.argv[1] == "fresh"
+for _ in range(12):
+    optimizer = optax.adamw(1e-3) if fresh else stable
+    params, state = train_step(params, state, optimizer=optimizer)
+print("done")
+"""
+
+
+@pytest.mark.parametrize("mode", ["stable", "fresh"])
+def test_recompilation_watch(run_python, tmp_path: Path, mode: str) -> None:
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "loop.py", RECOMPILE)
+    result = run_python("-m", "raximport", "loop.py", mode, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr
+    if mode == "stable":
+        assert "compiled" not in result.stderr
+    else:
+        assert result.stderr.count("train_step has been compiled 5 times") == 1
+        assert "static argument 'optimizer' is a new GradientTransformationExtraArgs object on each call" in result.stderr
+        assert "build 'optimizer' once, outside the loop" in result.stderr
+        assert f"at {tmp_path / 'loop.py'}:16" in result.stderr  # the user's call site
+
+
+def test_auto_jit_off(run_python, tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "model.py", AUTO)
+    write(tmp_path / "main.py", "import model\nprint(getattr(model.forward, '__rax_autojit__', False))\n")
+    assert run_python("-m", "raximport", "main.py", cwd=tmp_path).stdout.strip() == "True"
+    assert run_python("-m", "raximport", "main.py", cwd=tmp_path, env={"RAX_AUTOJIT": "0"}).stdout.strip() == "False"
+
+
+COUNTERS = """
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+def schedule(it, peak: Float[Array, ""]) -> Float[Array, ""]:
+    return peak * 0.5 ** it
+
+def pinned(it: int, peak: Float[Array, ""]) -> Float[Array, ""]:
+    return peak * 0.5 ** it
+
+def zeros_plus(x: Float[Array, ""], n) -> Float[Array, "m"]:
+    return jnp.zeros(n) + x
+
+def scaled(x: Float[Array, "n"], cfg: dict) -> Float[Array, "n"]:
+    return x * cfg["scale"]
+"""
+
+
+def test_a_step_counter_stops_recompiling_and_a_shape_int_stays_static(run_python, tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "counters.py", COUNTERS)
+    write(tmp_path / "main.py", """
+import jax.numpy as jnp
+import counters
+peak = jnp.float32(8.0)
+print([float(counters.schedule(it, peak)) for it in range(10)])
+print([float(counters.pinned(it, peak)) for it in range(10)])
+print([counters.zeros_plus(jnp.float32(1.0), n).shape[0] for n in range(1, 9)])
+print(counters.scaled(jnp.ones(2), {"scale": 2.0, "name": "a config with strings"}).tolist())
+""")
+    result = run_python("-m", "raximport", "--verbose", "main.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    schedule, pinned, shapes, scaled = result.stdout.splitlines()
+    assert eval(schedule) == eval(pinned) == [8.0 * 0.5**it for it in range(10)]
+    assert eval(shapes) == list(range(1, 9))
+    assert eval(scaled) == [2.0, 2.0]  # a dict holding strings cannot be traced: runs as plain Python
+    assert "schedule: it changes on every call: traced from now on" in result.stderr
+    assert "'n' changes on every call and sets a shape" in result.stderr
+    assert "pinned has been compiled 5 times" in result.stderr  # annotated `int`: it stays a Python int
+    assert "runs without jit" not in result.stderr
