@@ -338,6 +338,10 @@ def variants(kind: str, root: Path, work: Path, runs: int) -> list[dict]:
     for _, _, argv, run_env, fresh in plan:
         if fresh is None:
             run_once(argv, root, run_env)
+    cached = list((warm_dir / "pyc").glob("*.pyc"))
+    modules = len(list((root / "benchpkg").glob("m*.py")))
+    if len(cached) < modules:  # raximport must really have rewritten the modules, or the numbers mean nothing
+        raise SystemExit(f"bench_import: raximport cached {len(cached)} files for {modules} modules: not instrumented?")
     # Interleaved: every round runs each variant once, so a change in the machine's load hits all alike.
     walls: dict[str, list[float]] = {key: [] for key, *_ in plan}
     imports: dict[str, list[float]] = {key: [] for key, *_ in plan}
