@@ -51,7 +51,12 @@ def check(fn: F, locate: Locate | None = None) -> F:
         __tracebackhide__ = True
         if not checked:
             checked.append(_build_checked(fn, locate))
-        return checked[0](*args, **kwargs)
+        try:
+            return checked[0](*args, **kwargs)
+        except Exception as exc:
+            if type(exc).__name__ == "TypeCheckError" and not hasattr(exc, "__rax_call__"):
+                exc.__rax_call__ = (fn, args, kwargs)  # for the report: the function, its config arguments
+            raise
 
     return trampoline  # type: ignore[return-value]
 

@@ -20,10 +20,12 @@ By default the script's project is instrumented: the modules under the nearest p
 holding pyproject.toml, setup.py, setup.cfg or .git. The standard library and site-packages are
 left alone unless named with --package. A module opts out with RAX_DONT_REWRITE in its docstring
 or in a comment. Options can also be set with RAX_* environment variables (RAX_PACKAGES,
-RAX_PATHS, RAX_EXCLUDE, RAX_CHECKS, RAX_VERBOSE, RAX_CACHE_DIR, RAX_XLA_CACHE) and in pyproject.toml under
+RAX_PATHS, RAX_EXCLUDE, RAX_CHECKS, RAX_VERBOSE, RAX_CACHE_DIR, RAX_XLA_CACHE, RAX_REPORT_JSON,
+RAX_TRACEBACK) and in pyproject.toml under
 [tool.raximport]; the command line wins.
 """
-VALUE_OPTIONS = {"-p", "--package", "--path", "-x", "--exclude", "--project-root", "--cache-dir"}
+VALUE_OPTIONS = {"-p", "--package", "--path", "-x", "--exclude", "--project-root", "--cache-dir",
+                 "--report-json", "--traceback"}
 
 
 def run_parser(prog: str) -> argparse.ArgumentParser:
@@ -43,6 +45,15 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", metavar="DIR", help="where raximport keeps its caches")
     parser.add_argument("--no-xla-cache", dest="xla_cache", action="store_false", default=None,
                         help="leave JAX's persistent compilation cache alone (raximport turns it on)")
+    parser.add_argument("--report-json", metavar="PATH",
+                        help="also write every report (errors, with their fix; recompilations...) as JSON to PATH")
+    parser.add_argument("--traceback", choices=("short", "full"), default=None,
+                        help="short (default): collapse frames inside jax, jaxtyping, beartype, raximport; "
+                             "full: show them all (as --verbose does)")
+    parser.add_argument("--debug-nans", action="store_true",
+                        help="turn on JAX's NaN checks (jax_debug_nans): stop at the first operation producing a NaN")
+    parser.add_argument("--debug-keys", action="store_true",
+                        help="turn on JAX's PRNG key-reuse checker (jax_debug_key_reuse; typed jax.random.key only)")
     parser.add_argument("--version", action="version", version=f"raximport {__version__}")
     return parser
 
@@ -98,16 +109,29 @@ def run(argv: list[str], prog: str) -> int:
                 "project_root": ns.project_root,
                 "cache_dir": ns.cache_dir,
                 "xla_cache": ns.xla_cache,
+                "report_json": ns.report_json,
+                "traceback": ns.traceback,
             },
             root=root,
         )
     except ConfigError as exc:
         parser.error(str(exc))
     os.environ.update(config.to_env())  # child processes (multiprocessing spawn) inherit the hook
+    _debug_env(ns.debug_nans, ns.debug_keys, config.verbose or config.traceback == "full")
     install(config=config)
     if module is not None:
         return run_module(module, args, config)
     return run_path(script, args, config)  # type: ignore[arg-type]
+
+
+def _debug_env(nans: bool, keys: bool, full_tracebacks: bool) -> None:
+    """JAX reads these when it is first imported (by the script, after this): a value the user set wins."""
+    if nans:
+        os.environ.setdefault("JAX_DEBUG_NANS", "True")
+    if keys:
+        os.environ.setdefault("JAX_DEBUG_KEY_REUSE", "True")
+    if full_tracebacks:
+        os.environ.setdefault("JAX_TRACEBACK_FILTERING", "off")
 
 
 def cache_command(action: str, cache_dir: str | None, parser: argparse.ArgumentParser) -> int:

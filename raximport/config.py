@@ -53,6 +53,9 @@ class Config:
         JAX_COMPILATION_CACHE_DIR), so a second run skips XLA compilation.
     xla_cache_max_size: bytes the XLA cache may hold before its least recently used entries are
         evicted; -1 is no cap. Sizes like "512MB" or "2GiB" are accepted.
+    report_json: also write every report of the run, as JSON, to this file (for CI).
+    traceback: "short" collapses the frames of jax, jaxtyping, beartype and raximport in the
+        tracebacks of reports; "full" (or verbose) shows Python's complete traceback.
     """
 
     packages: tuple[str, ...] = ()
@@ -66,6 +69,8 @@ class Config:
     cache_dir: Path = field(default_factory=default_cache_dir)
     xla_cache: bool = True
     xla_cache_max_size: int = DEFAULT_XLA_CACHE_MAX_SIZE
+    report_json: str | None = None
+    traceback: str = "short"
 
     def rewrite_options(self) -> "RewriteOptions":
         from raximport.rewrite import RewriteOptions
@@ -91,6 +96,7 @@ class Config:
             "RAX_CACHE_DIR": str(self.cache_dir),
             "RAX_XLA_CACHE": "1" if self.xla_cache else "0",
             "RAX_XLA_CACHE_MAX_SIZE": str(self.xla_cache_max_size),
+            "RAX_TRACEBACK": self.traceback,  # not RAX_REPORT_JSON: a child would overwrite the parent's file
         }
 
 
@@ -154,6 +160,12 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: {name} must be true or false, got {value!r}")
     if name == "cache_dir":
         return Path(value).expanduser()
+    if name == "traceback":
+        if value not in ("short", "full"):
+            raise ConfigError(f"{origin}: traceback must be 'short' or 'full', got {value!r}")
+        return value
+    if name == "report_json":
+        return os.path.abspath(os.path.expanduser(value)) if value else None
     if name == "xla_cache_max_size":
         try:
             return parse_size(value)

@@ -1,17 +1,27 @@
-"""Everything raximport shows a person goes through here."""
+"""Everything raximport shows a person goes through here.
+
+A `Report` is one finding: what happened, where in the user's code, and what to do about it. It is
+shown on stderr, rich-formatted when stderr is a terminal (or FORCE_COLOR is set), as plain text
+when it is not or NO_COLOR is set, and every report of the run is also written, as a JSON list, to
+the file named by `--report-json PATH` / RAX_REPORT_JSON. Rich is imported only when a report is
+rendered for a terminal: raximport's start never imports it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import sysconfig
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
+from typing import Any, Sequence
 
 _RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _LIBRARY_DIRS = tuple(
     os.path.join(sysconfig.get_path(name), "") for name in ("stdlib", "platstdlib", "purelib", "platlib")
 )
+JSON_VERSION = 1
 
 
 def is_user_file(filename: str) -> bool:
@@ -39,7 +49,16 @@ def user_location(tb: TracebackType | None = None) -> tuple[str, int] | None:
 
 @dataclass(frozen=True)
 class Report:
-    """One finding: what happened, where in the user's code, and what to do about it."""
+    """One finding: what happened, where in the user's code, and what to do about it.
+
+    kind: a stable identifier (`shape-mismatch`, `tracer-bool-conversion`, `recompilation`...).
+    where: the user's line the report is about (a call site, the offending line).
+    details: further lines, shown as they are. fix: the suggestion, one sentence or two.
+    function, defined_at, parameter, expected, got, bindings: what a type-check report names
+    (the function and its definition, the parameter or "return value", the annotation, what was
+    received, the named dimensions' sizes); explanation: what the error means.
+    error: "Type: first line" of the exception behind the report, if any.
+    """
 
     kind: str
     title: str
@@ -47,15 +66,121 @@ class Report:
     details: tuple[str, ...] = ()
     fix: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    function: str = ""
+    defined_at: tuple[str, int] | None = None
+    parameter: str = ""
+    expected: str = ""
+    got: str = ""
+    bindings: tuple[tuple[str, int], ...] = ()
+    explanation: str = ""
+    error: str = ""
+
+    def fields(self) -> list[tuple[str, str]]:
+        """(label, value) rows shown under the title, in order, empty ones left out."""
+        rows = []
+        if self.function:
+            defined = f"  (defined at {self.defined_at[0]}:{self.defined_at[1]})" if self.defined_at else ""
+            rows.append(("function", self.function + defined))
+        rows += [("parameter", self.parameter), ("expected", self.expected), ("got", self.got)]
+        if self.bindings:
+            rows.append(("dimensions", ", ".join(f"{name}={size}" for name, size in self.bindings)))
+        return [(label, value) for label, value in rows if value]
 
     def text(self) -> str:
         lines = [f"raximport: {self.title}"]
         if self.where:
             lines.append(f"  at {self.where[0]}:{self.where[1]}")
+        rows = self.fields()
+        width = max((len(label) for label, _ in rows), default=0) + 1
+        lines += [f"  {label + ':':<{width}} {value}" for label, value in rows]
+        if self.explanation:
+            lines.append(f"  {self.explanation}")
         lines += [f"  {detail}" for detail in self.details]
         if self.fix:
             lines.append(f"  fix: {self.fix}")
         return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable form written by --report-json."""
+        function = self.function or str(self.extra.get("function", "") or "")
+        return {
+            "kind": self.kind,
+            "title": self.title,
+            "function": function,
+            "file": self.where[0] if self.where else None,
+            "line": self.where[1] if self.where else None,
+            "defined_at": {"file": self.defined_at[0], "line": self.defined_at[1]} if self.defined_at else None,
+            "parameter": self.parameter,
+            "expected": self.expected,
+            "got": self.got,
+            "bindings": dict(self.bindings),
+            "explanation": self.explanation,
+            "details": list(self.details),
+            "suggestion": self.fix,
+            "error": self.error,
+            "extra": _jsonable(self.extra),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        if isinstance(value, dict):
+            return {str(k): _jsonable(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_jsonable(v) for v in value]
+        return repr(value)
+
+
+# --- where reports go ---------------------------------------------------------------------------
+
+_shown: list[dict[str, Any]] = []
+_exit_code: list[int] = []
+
+
+def json_path() -> str | None:
+    """--report-json PATH / RAX_REPORT_JSON, or None."""
+    path = os.environ.get("RAX_REPORT_JSON")
+    if not path:
+        config = sys.modules.get("raximport.session")
+        try:
+            path = config.active_config().report_json if config else None  # type: ignore[union-attr]
+        except Exception:
+            path = None
+    return path or None
+
+
+def write_json(exit_code: int | None = None) -> None:
+    """Write every report of this run to the --report-json file (atomically; again after each report)."""
+    if exit_code is not None:
+        _exit_code[:] = [exit_code]
+    path = json_path()
+    if not path:
+        return
+    document = {"version": JSON_VERSION, "exit_code": _exit_code[0] if _exit_code else None, "reports": _shown}
+    temp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(temp, "w") as fh:
+            json.dump(document, fh, indent=2)
+            fh.write("\n")
+        os.replace(temp, path)
+    except OSError as exc:
+        note(f"cannot write the report file {path}: {exc}")
+
+
+def use_rich() -> bool:
+    """Rich formatting on a terminal; plain text when stderr is not one or NO_COLOR is set."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def note(message: str) -> None:
@@ -64,7 +189,66 @@ def note(message: str) -> None:
     sys.stderr.flush()
 
 
-def show(report: Report) -> None:
-    """Print a report on stderr."""
-    sys.stderr.write(report.text() + "\n")
+def show(report: Report, traceback_lines: Sequence[str] = ()) -> None:
+    """Print a report on stderr (after the traceback behind it, if any) and record it for the JSON file.
+
+    A report of kind "error" (an exception raximport has nothing to add to) shows the traceback only.
+    """
+    _shown.append(report.to_json())
+    sys.stdout.flush()
     sys.stderr.flush()
+    body = report.kind != "error"
+    if use_rich():
+        try:
+            _show_rich(report if body else None, traceback_lines)
+        except Exception:  # a broken terminal library must not hide the report
+            _show_plain(report if body else None, traceback_lines)
+    else:
+        _show_plain(report if body else None, traceback_lines)
+    write_json()
+
+
+def _show_plain(report: Report | None, traceback_lines: Sequence[str]) -> None:
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in traceback_lines)
+    if report is not None:
+        text += ("\n" if traceback_lines else "") + report.text() + "\n"
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def _show_rich(report: Report | None, traceback_lines: Sequence[str]) -> None:
+    from rich.console import Console, Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(stderr=True, highlight=False, soft_wrap=False)
+    for line in traceback_lines:
+        line = line.rstrip("\n")
+        stripped = line.lstrip()
+        if stripped.startswith("File "):
+            console.print(Text(line, style="cyan"))
+        elif stripped.startswith("…"):
+            console.print(Text(line, style="dim italic"))
+        elif line and not line.startswith(" "):
+            console.print(Text(line, style="bold red" if ":" in line and not line.startswith("Traceback") else "bold"))
+        else:
+            console.print(Text(line))
+    if report is None:
+        return
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    if report.where:
+        grid.add_row("at", Text(f"{report.where[0]}:{report.where[1]}", style="cyan"))
+    for label, value in report.fields():
+        grid.add_row(label, Text(value, style="yellow" if label in ("got", "expected") else ""))
+    parts: list[Any] = [grid]
+    if report.explanation:
+        parts.append(Text(report.explanation))
+    if report.details:
+        parts.append(Text("\n".join(report.details), style="dim"))
+    if report.fix:
+        parts.append(Text.assemble(("fix: ", "bold green"), (report.fix, "green")))
+    console.print(Panel(Group(*parts), title=Text(f"raximport: {report.title}", style="bold red"),
+                        title_align="left", subtitle=report.kind, subtitle_align="right", border_style="red"))

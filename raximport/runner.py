@@ -2,7 +2,7 @@
 
 `__file__`, `sys.argv`, `sys.path[0]` and `sys.modules["__main__"]` are set as Python sets them, so
 that relative imports, pickling of classes defined in the script, and multiprocessing work.
-An uncaught exception is printed without raximport's own frames.
+An uncaught exception is printed as a report (explain.py): the user's frames, internals collapsed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Callable
 
 from raximport.config import Config
 from raximport.hook import BytecodeCache, load_rewritten
+from raximport.report import write_json
 
 _RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _HIDDEN_PREFIXES = (_RAXIMPORT_DIR, "<frozen runpy>", "<frozen importlib")
@@ -69,8 +70,10 @@ def _execute(get_code: Callable[[], CodeType], main: ModuleType) -> int:
     except SystemExit:
         raise
     except BaseException as exc:
-        print_user_exception(exc)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+        print_user_exception(exc, status)
+        return status
+    write_json(0)
     return 0
 
 
@@ -87,8 +90,44 @@ def user_traceback(tb: TracebackType | None) -> TracebackType | None:
     return rebuilt
 
 
-def print_user_exception(exc: BaseException) -> None:
-    """Print `exc` like Python would, minus raximport's frames (also in chained exceptions)."""
+def print_user_exception(exc: BaseException, exit_code: int = 1) -> None:
+    """Print `exc` as a report: what went wrong at the user's line and how to fix it (explain.py),
+    after its traceback with the frames of jax, jaxtyping, beartype and raximport collapsed; the
+    report also goes to the --report-json file. `--verbose` / RAX_TRACEBACK=full: Python's own,
+    complete traceback. A custom `sys.excepthook` set by the script is honoured."""
+    if sys.excepthook is not sys.__excepthook__:
+        _strip_raximport_frames(exc)
+        sys.stderr.flush()
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        return
+    from raximport.report import Report, show
+    from raximport.tracebacks import format_exception
+
+    try:
+        from raximport.explain import explain
+
+        report = explain(exc)
+    except Exception as failure:  # the explanation must never hide the error itself
+        report = Report(kind="error", title=f"{type(exc).__name__}: {exc}", extra={"explain_failed": repr(failure)})
+    known = report.kind not in ("error", "nan-detected")
+    full = _full_tracebacks()
+    lines = format_exception(exc, full=full, last_only=known and not full, first_line_only=known and not full)
+    show(report, lines)
+    write_json(exit_code)
+
+
+def _full_tracebacks() -> bool:
+    try:
+        from raximport.session import active_config
+
+        config = active_config()
+    except Exception:
+        return os.environ.get("RAX_TRACEBACK", "") == "full"
+    return config.verbose or getattr(config, "traceback", "short") == "full"
+
+
+def _strip_raximport_frames(exc: BaseException) -> None:
+    """Drop raximport's, runpy's and importlib's frames from `exc` and the exceptions it chains."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [exc]
     while pending:
@@ -98,5 +137,3 @@ def print_user_exception(exc: BaseException) -> None:
         seen.add(id(current))
         current.__traceback__ = user_traceback(current.__traceback__)
         pending += [current.__cause__, current.__context__]
-    sys.stderr.flush()
-    sys.excepthook(type(exc), exc, exc.__traceback__)
