@@ -24,7 +24,7 @@ RAX_PATHS, RAX_EXCLUDE, RAX_CHECKS, RAX_VERBOSE, RAX_CACHE_DIR, RAX_XLA_CACHE, R
 RAX_TRACEBACK) and in pyproject.toml under
 [tool.raximport]; the command line wins.
 """
-VALUE_OPTIONS = {"-p", "--package", "--path", "-x", "--exclude", "--project-root", "--cache-dir",
+VALUE_OPTIONS = {"-p", "--package", "--path", "-x", "--exclude", "--project-root", "--cache-dir", "--memory-limit",
                  "--report-json", "--traceback"}
 
 
@@ -45,6 +45,16 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", metavar="DIR", help="where raximport keeps its caches")
     parser.add_argument("--no-xla-cache", dest="xla_cache", action="store_false", default=None,
                         help="leave JAX's persistent compilation cache alone (raximport turns it on)")
+    parser.add_argument("--no-jit", dest="jit", action="store_false", default=None,
+                        help="leave the script's jax.jit calls alone (no trace watch, no memory check)")
+    parser.add_argument("--no-autojit", dest="autojit", action="store_false", default=None,
+                        help="do not jit annotated pure functions that the script did not jit")
+    parser.add_argument("--memory-limit", metavar="SIZE",
+                        help="the memory budget, e.g. 2GB (default: the device's, or the host's free memory)")
+    parser.add_argument("--memory-report", action="store_true", default=None,
+                        help="at exit, show each compiled function's predicted peak memory and headroom")
+    parser.add_argument("--no-memory-check", dest="memory_check", action="store_false", default=None,
+                        help="do not check compiled steps against the memory budget before they run")
     parser.add_argument("--report-json", metavar="PATH",
                         help="also write every report (errors, with their fix; recompilations...) as JSON to PATH")
     parser.add_argument("--traceback", choices=("short", "full"), default=None,
@@ -109,6 +119,11 @@ def run(argv: list[str], prog: str) -> int:
                 "project_root": ns.project_root,
                 "cache_dir": ns.cache_dir,
                 "xla_cache": ns.xla_cache,
+                "jit": ns.jit,
+                "autojit": ns.autojit,
+                "memory_limit": ns.memory_limit,
+                "memory_report": ns.memory_report,
+                "memory_check": ns.memory_check,
                 "report_json": ns.report_json,
                 "traceback": ns.traceback,
             },

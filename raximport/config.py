@@ -47,6 +47,9 @@ class Config:
     checks: add jaxtyping+beartype checks to annotated functions and dataclasses.
     jit: route the instrumented modules' `jax.jit` through raximport.jit (watched traces).
     autojit: jit annotated pure module-level functions that nobody jitted.
+    memory_check: before a compiled step first runs, hold XLA's memory analysis against the budget.
+    memory_limit: the budget in bytes ("2GB" accepted); None: the device's, or the host's free memory.
+    memory_report: at exit, show every compiled function's predicted peak and headroom.
     verbose: say what raximport decides.
     cache_dir: where rewritten bytecode is cached.
     xla_cache: turn on JAX's persistent compilation cache (in cache_dir/xla unless the user set
@@ -65,6 +68,9 @@ class Config:
     checks: bool = True
     jit: bool = True
     autojit: bool = True
+    memory_check: bool = True
+    memory_limit: int | None = None
+    memory_report: bool = False
     verbose: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
     xla_cache: bool = True
@@ -92,6 +98,9 @@ class Config:
             "RAX_CHECKS": "1" if self.checks else "0",
             "RAX_JIT": "1" if self.jit else "0",
             "RAX_AUTOJIT": "1" if self.autojit else "0",
+            "RAX_MEMORY_CHECK": "1" if self.memory_check else "0",
+            "RAX_MEMORY_LIMIT": str(self.memory_limit or ""),
+            "RAX_MEMORY_REPORT": "1" if self.memory_report else "0",
             "RAX_VERBOSE": "1" if self.verbose else "0",
             "RAX_CACHE_DIR": str(self.cache_dir),
             "RAX_XLA_CACHE": "1" if self.xla_cache else "0",
@@ -102,7 +111,7 @@ class Config:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _TUPLE_FIELDS = {"packages", "paths", "exclude"}
-_BOOL_FIELDS = {"checks", "jit", "autojit", "verbose", "xla_cache"}
+_BOOL_FIELDS = {"checks", "jit", "autojit", "memory_check", "memory_report", "verbose", "xla_cache"}
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
                "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
@@ -166,6 +175,11 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         return value
     if name == "report_json":
         return os.path.abspath(os.path.expanduser(value)) if value else None
+    if name == "memory_limit":
+        try:
+            return parse_size(value) if value not in (None, "") else None
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: memory_limit: {exc}") from None
     if name == "xla_cache_max_size":
         try:
             return parse_size(value)

@@ -2,6 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RaxWarning(UserWarning):
     """Something raximport could not do; the code runs on, unchecked where it says so."""
+
+
+class RaxOutOfMemoryError(MemoryError):
+    """A compiled step would not fit in memory; raised before it runs (donated inputs are intact).
+
+    Attributes: `report` (what to show), `predicted_peak`, `budget`, `in_use` (bytes),
+    `suggested_batch_size` (None when no batch axis is annotated or none fits), `fixes`.
+    """
+
+    def __init__(self, report: Any, analysis: Any, fixes: list[Any]) -> None:
+        super().__init__(report.title)
+        self.report = report
+        self.analysis = analysis
+        self.fixes = fixes
+        self.predicted_peak: int = analysis.peak
+        self.budget: int = analysis.budget.limit
+        self.in_use: int = analysis.budget.in_use
+        self.suggested_batch_size: int | None = report.extra.get("suggested_batch_size")
+
+    def __str__(self) -> str:
+        return self.report.text()

@@ -169,13 +169,23 @@ class RaxFinder:
         if self._named(fullname, self.config.packages):
             return True
         if search_path is None:
-            return fullname.partition(".")[0] not in sys.stdlib_module_names
+            return fullname not in sys.stdlib_module_names or self._shadowed(fullname)
         return any(
             os.path.join(os.path.abspath(entry), "").startswith(self.roots)
             and not os.path.join(os.path.abspath(entry), "").startswith(self.library_dirs)
             for entry in search_path
             if isinstance(entry, str)
         )
+
+    def _shadowed(self, name: str) -> bool:
+        """A user module named like a stdlib one (`profile.py`) that an import path entry of ours holds."""
+        for entry in sys.path:
+            directory = os.path.abspath(entry or ".")
+            if os.path.join(directory, "").startswith(self.roots) and (
+                os.path.isfile(os.path.join(directory, name + ".py")) or os.path.isdir(os.path.join(directory, name))
+            ):
+                return True
+        return False
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None

@@ -49,6 +49,12 @@ def _jit(fun: Callable[..., Any], on_churn: Churn | None, **options: Any) -> Any
     def traced(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         watch.on_trace(args, kwargs)
+        from raximport import memory
+        from raximport.session import active_config
+
+        config = active_config()
+        if config.memory_check and memory.is_top_level_trace():
+            return memory.traced_call(fun, options, args, kwargs, config.memory_limit)
         return fun(*args, **kwargs)
 
     return jax.jit(traced, **options)

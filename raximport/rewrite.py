@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from types import CodeType
 
 OPT_OUT_MARKER = "RAX_DONT_REWRITE"
-CHECK = "@rax_check"  # not a valid identifier, so it can never clash with a user's name
-CHECK_CLASS = "@rax_check_class"
-JIT = "@rax_jit"
-AUTOJIT = "@rax_autojit"
+# Not valid identifiers, so they never clash with a user's name; the leading underscore keeps
+# them out of `from module import *`.
+CHECK = "_@rax_check"
+CHECK_CLASS = "_@rax_check_class"
+JIT = "_@rax_jit"
+AUTOJIT = "_@rax_autojit"
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,12 @@ SKIP_DECORATORS = frozenset({"no_type_check", "overload"})
 class _JaxtypingNames:
     """The names that denote jaxtyping in one module: imported names, module aliases, type aliases."""
 
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, source: str) -> None:
         self.names: set[str] = set()
         self.modules: set[str] = set()
-        for node in ast.walk(tree):
+        if "jaxtyping" not in source:
+            return
+        for node in _statements(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 if node.module.split(".")[0] == "jaxtyping":
                     for alias in node.names:
@@ -159,18 +163,48 @@ def _prologue_end(tree: ast.Module) -> int:
     return index
 
 
+def _statements(tree: ast.AST) -> "list[ast.stmt]":
+    """Every statement, nested ones included, without visiting expressions (imports live here)."""
+    found: list[ast.AST] = [tree]
+    index = 0
+    while index < len(found):
+        node = found[index]
+        index += 1
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            block = getattr(node, field, None)
+            if isinstance(block, list):
+                found.extend(block)
+    return found  # type: ignore[return-value]
+
+
+def _as_list(node: "ast.AST | list[ast.AST]") -> "list[ast.AST]":
+    return node if isinstance(node, list) else [node]
+
+
 class _JitRedirect(ast.NodeTransformer):
     """`jax.jit` and `from jax import jit` -> raximport's jit, for the whole module."""
 
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, source: str) -> None:
         self.jax_names = {
             alias.asname or "jax"
-            for node in ast.walk(tree)
+            for node in _statements(tree)
             if isinstance(node, ast.Import)
             for alias in node.names
             if alias.name == "jax" or (alias.name.startswith("jax.") and not alias.asname)
         }
+        self.attribute_used = bool(self.jax_names & set(re.findall(r"(\w+)\s*\.\s*jit\b", source)))
         self.count = 0
+
+    def run(self, tree: ast.Module) -> None:
+        """Visit every expression only where `<jax>.jit` occurs in the text; imports are statements."""
+        if self.attribute_used:
+            self.visit(tree)
+            return
+        for parent in _statements(tree):
+            for field in ("body", "orelse", "finalbody"):
+                block = getattr(parent, field, None)
+                if isinstance(block, list):
+                    block[:] = [new for stmt in block for new in _as_list(self.visit_ImportFrom(stmt) if isinstance(stmt, ast.ImportFrom) else stmt)]
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         self.generic_visit(node)
@@ -271,13 +305,13 @@ def rewrite_tree(tree: ast.Module, source: str, options: RewriteOptions = Rewrit
         return 0
     runtime: list[ast.alias] = []
     count = 0
-    if options.jit:
-        redirect = _JitRedirect(tree)
-        redirect.visit(tree)
+    if options.jit and "jit" in source:
+        redirect = _JitRedirect(tree, source)
+        redirect.run(tree)
         if redirect.count:
             runtime.append(ast.alias("jit", JIT))
             count += redirect.count
-    jaxtyping = _JaxtypingNames(tree)
+    jaxtyping = _JaxtypingNames(tree, source)
     if jaxtyping and options.checks:
         inserter = _CheckInserter(jaxtyping)
         inserter.visit(tree)

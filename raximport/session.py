@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import warnings
@@ -62,13 +63,15 @@ def install(
     project_root: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     config: Config | None = None,
+    **options: object,
 ) -> Installation:
     """Instrument the user's modules imported from now on.
 
     By default these are the modules under the main script's project directory (the nearest
     parent with pyproject.toml, setup.py, setup.cfg or .git); `packages` and `paths` add more,
     `exclude` removes some. Unset options come from RAX_* variables, then from
-    pyproject.toml's [tool.raximport]. Pass `config` to skip that merge.
+    pyproject.toml's [tool.raximport]. Any other Config field can be passed by name
+    (`memory_limit="2GB"`, `autojit=False`...). Pass `config` to skip that merge.
     """
     if config is None:
         overrides = {
@@ -79,13 +82,24 @@ def install(
             "verbose": verbose,
             "project_root": str(project_root) if project_root is not None else None,
             "cache_dir": cache_dir,
+            **options,
         }
         config = load_config(overrides, root=main_script_dir())
     configure_xla_cache(config)
+    if config.memory_report:
+        atexit.register(_show_memory_table)
     finder = RaxFinder(config)
     sys.meta_path.insert(0, finder)
     _warn_already_imported(finder)
     return Installation(finder)
+
+
+def _show_memory_table() -> None:
+    from raximport.memory import ANALYSES, memory_table
+    from raximport.report import show
+
+    if ANALYSES:
+        show(memory_table())
 
 
 def active_config() -> Config:

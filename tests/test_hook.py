@@ -294,3 +294,17 @@ def test_coverage_still_measures_instrumented_modules(run_python, project: Path)
     report = run_python("-m", "coverage", "report", "-m", cwd=project)
     line = next(line for line in report.stdout.splitlines() if line.startswith("covered"))
     assert line.split()[1:] == ["6", "1", "83%", "8"], report.stdout  # only unused()'s body missed
+
+
+def test_a_user_module_named_like_a_stdlib_module_is_instrumented(run_python, project: Path) -> None:
+    write(project / "profile.py", ANNOTATED)
+    write(project / "main.py", "import profile\nprint(hasattr(profile.f, '__wrapped__'))\n")
+    result = run_python("-m", "raximport", "main.py", cwd=project)
+    assert result.stdout.strip() == "True", result.stderr
+
+
+def test_star_imports_do_not_see_the_injected_names(run_python, project: Path) -> None:
+    write(project / "starred.py", ANNOTATED + "\nimport jax\ng = jax.jit(f)\n")
+    write(project / "main.py", "from starred import *\nprint(sorted(n for n in dir() if 'rax' in n))\n")
+    result = run_python("-m", "raximport", "main.py", cwd=project)
+    assert result.stdout.strip() == "[]", result.stderr

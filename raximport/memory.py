@@ -1,0 +1,507 @@
+"""Refuse an out-of-memory step before it runs, and say which batch size fits.
+
+On the first trace of each top-level compiled signature (see jit.py), the same function is lowered
+and compiled with abstract inputs, and XLA's `memory_analysis()` of that executable is held against
+the budget: the device's `bytes_limit`, or on CPU what the process may still take (available
+memory, the cgroup limit, `--memory-limit`). A step that would not fit raises
+`RaxOutOfMemoryError` before anything executes: donated inputs are still alive. The fixes are found
+by compiling again at other sizes of the axis the annotations call `batch` (temporaries are affine
+in it for a fixed sequence length): two sizes, solve, then verify the answer with one more compile.
+With the persistent compilation cache each of those compiles is cheap on the next run.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from raximport.errors import RaxOutOfMemoryError
+from raximport.report import Report, user_location
+
+MiB = 2**20
+# Measured on CPU (FACTS.md, and scripts/bench_memory.py): the first execution of a step adds
+# 16-55 MiB beyond temp + output - alias (allocator pools, thread stacks, runtime buffers).
+CPU_RUNTIME_OVERHEAD = 32 * MiB
+# A step is refused when its predicted peak is above this fraction of the budget: it covers the
+# spread of that overhead and of the allocator (bench_memory.py measures the prediction's error).
+SAFETY_FRACTION = 0.97
+BATCH_NAMES = ("batch",)
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+# --- the budget ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a step may use: `limit` bytes in all, of which `in_use` are already held."""
+
+    limit: int
+    in_use: int
+    source: str
+    platform: str = "cpu"
+
+    @property
+    def usable(self) -> int:
+        return int(self.limit * SAFETY_FRACTION)
+
+
+def current_rss() -> int:
+    """This process's resident memory now (not its peak)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: peak is the best we have
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def host_free() -> tuple[int, str]:
+    """Bytes the host can still give this process: MemAvailable, and the cgroup's headroom if lower."""
+    free, source = 0, "MemAvailable"
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except OSError:
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        source = "free physical pages"
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None and limit < 2**60 and limit - usage < free:
+            free, source = max(0, limit - usage), "the container's memory limit (cgroup)"
+    return free, source
+
+
+def budget(memory_limit: int | None, device: Any) -> Budget:
+    """The budget for one device: an explicit limit wins; else the device's own, else the host's."""
+    platform = device.platform
+    stats = device.memory_stats() if platform != "cpu" else None
+    in_use = stats.get("bytes_in_use", 0) if stats else current_rss()
+    if memory_limit is not None:
+        return Budget(memory_limit, in_use, "--memory-limit", platform)
+    if stats and stats.get("bytes_limit"):
+        return Budget(stats["bytes_limit"], in_use, f"{device.device_kind} bytes_limit", platform)
+    free, source = host_free()
+    return Budget(in_use + free, in_use, source, platform)
+
+
+# --- what a step needs --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """XLA's memory analysis of one executable, per device, in bytes."""
+
+    arguments: int
+    outputs: int
+    aliased: int
+    temps: int
+    code: int
+
+    @classmethod
+    def of(cls, compiled: Any) -> "Footprint":
+        m = compiled.memory_analysis()
+        return cls(m.argument_size_in_bytes, m.output_size_in_bytes, m.alias_size_in_bytes,
+                   m.temp_size_in_bytes, m.generated_code_size_in_bytes)
+
+    @property
+    def step(self) -> int:
+        """Bytes the step adds to what is live before it: temporaries and new outputs."""
+        return self.temps + self.outputs - self.aliased + self.code
+
+
+def predict_peak(budget: Budget, footprint: Footprint, devices: int = 1) -> int:
+    """Peak memory during the step. On CPU several devices share the one host budget."""
+    overhead = CPU_RUNTIME_OVERHEAD if budget.platform == "cpu" else 0
+    return budget.in_use + footprint.step * devices + overhead
+
+
+# --- the check ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Analysis:
+    """One compiled signature held against its budget (the rows of --memory-report)."""
+
+    function: str
+    footprint: Footprint
+    budget: Budget
+    peak: int
+    devices: int = 1
+
+    @property
+    def headroom(self) -> float:
+        return 1.0 - self.peak / self.budget.limit
+
+
+ANALYSES: list[Analysis] = []
+
+
+@dataclass
+class Step:
+    """A jitted function at its first trace: how to compile it again at other input shapes."""
+
+    fun: Callable[..., Any]
+    options: dict[str, Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    batch_axes: list[tuple[int | str, int]] = field(default_factory=list)
+
+    def compile(self, batch: int | None = None) -> Any:
+        import jax
+
+        args, kwargs = abstract_inputs(self.args, self.kwargs, self.batch_axes, batch)
+        return jax.jit(self.fun, **self.options).lower(*args, **kwargs).compile()
+
+    @property
+    def batch(self) -> int | None:
+        for where, axis in self.batch_axes:
+            value = self.args[where] if isinstance(where, int) else self.kwargs[where]
+            return int(value.shape[axis])
+        return None
+
+
+def abstract_inputs(
+    args: tuple[Any, ...], kwargs: dict[str, Any], batch_axes: list[tuple[int | str, int]], batch: int | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Traced values as ShapeDtypeStructs (static ones as they are), with the batch axis set to `batch`."""
+    import jax
+
+    def abstract(value: Any, axis: int | None) -> Any:
+        if not isinstance(value, jax.core.Tracer):
+            return value
+        shape = list(value.shape)
+        if axis is not None and batch is not None:
+            shape[axis] = batch
+        return _abstract(value, tuple(shape))
+
+    axes = dict(batch_axes)
+    new_args = tuple(jax.tree_util.tree_map(lambda v, i=i: abstract(v, axes.get(i)), a) for i, a in enumerate(args))
+    new_kwargs = {k: jax.tree_util.tree_map(lambda v, k=k: abstract(v, axes.get(k)), v) for k, v in kwargs.items()}
+    return new_args, new_kwargs
+
+
+def find_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[int | str, int]]:
+    """(argument position or name, axis) of every array argument whose annotation names a `batch` axis."""
+    target = inspect.unwrap(fun)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = getattr(target, "__annotations__", {})
+    try:
+        names = list(inspect.signature(target).parameters)
+    except (TypeError, ValueError):
+        return []
+    found: list[tuple[int | str, int]] = []
+    for where, name in [*enumerate(names[: len(args)]), *((k, k) for k in kwargs)]:
+        hint = hints.get(name)
+        dims = getattr(hint, "dim_str", None)
+        if isinstance(hint, str):  # a postponed annotation that could not be resolved: read its shape string
+            quoted = re.findall(r"""["']([^"']*)["']""", hint)
+            dims = quoted[-1] if quoted else None
+        if not isinstance(dims, str):
+            continue
+        tokens = dims.split()
+        for axis, token in enumerate(tokens):
+            if token in BATCH_NAMES and not any(t.startswith(("*", "...")) for t in tokens[:axis]):
+                found.append((where, axis))
+    return found
+
+
+def is_top_level_trace() -> bool:
+    """Whether the jit being traced was called from plain Python (not inside jit, grad or vmap)."""
+    from jax._src import core
+
+    return isinstance(getattr(core.trace_ctx.trace, "parent_trace", None), core.EvalTrace)
+
+
+class _FlatCall:
+    """One call at trace time as a function of its traced leaves only (static values are closed over)."""
+
+    def __init__(self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        import jax
+
+        self.fun = fun
+        self.leaves, self.tree = jax.tree_util.tree_flatten((args, kwargs))
+        self.traced = [i for i, leaf in enumerate(self.leaves) if isinstance(leaf, jax.core.Tracer)]
+
+    def __call__(self, *values: Any) -> Any:
+        import jax
+
+        leaves = list(self.leaves)
+        for index, value in zip(self.traced, values):
+            leaves[index] = value
+        args, kwargs = jax.tree_util.tree_unflatten(self.tree, leaves)
+        return self.fun(*args, **kwargs)
+
+    def abstract(self) -> list[Any]:
+        return [_abstract(self.leaves[i]) for i in self.traced]
+
+
+def _abstract(tracer: Any, shape: tuple[int, ...] | None = None) -> Any:
+    import jax
+
+    return jax.ShapeDtypeStruct(shape or tracer.shape, tracer.dtype, weak_type=tracer.aval.weak_type)
+
+
+def traced_call(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                memory_limit: int | None) -> Any:
+    """Trace `fun` once, compile that trace to check its memory, then replay it into JAX's own trace.
+
+    The user's Python runs once (print or counters inside a jitted function behave as without
+    raximport). The check compiles a function with the same signature, options and program as the
+    outer jit, so that the outer compile is a hit in the persistent cache. Raises
+    RaxOutOfMemoryError if the step cannot fit.
+    """
+    import jax
+    from jax.extend import core as jex_core
+
+    call = _FlatCall(fun, args, kwargs)
+    closed, out_shape = jax.make_jaxpr(call, return_shape=True)(*call.abstract())
+    replay = jex_core.jaxpr_as_fun(closed)
+    out_tree = jax.tree_util.tree_structure(out_shape)
+
+    @functools.wraps(fun)
+    def replayed(*args: Any, **kwargs: Any) -> Any:
+        leaves = jax.tree_util.tree_leaves((args, kwargs))
+        return jax.tree_util.tree_unflatten(out_tree, replay(*(leaves[i] for i in call.traced)))
+
+    try:
+        abstract_args, abstract_kwargs = abstract_inputs(args, kwargs, [], None)
+        compiled = jax.jit(replayed, **options).lower(*abstract_args, **abstract_kwargs).compile()
+    except Exception:
+        compiled = None  # the check is a service: if XLA cannot analyse the program, run it as is
+    if compiled is not None:
+        check_compiled(fun, options, args, kwargs, compiled, memory_limit)
+    return replayed(*args, **kwargs)
+
+
+def check_compiled(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   compiled: Any, memory_limit: int | None) -> Analysis:
+    """Hold one compiled signature against the budget; raise RaxOutOfMemoryError if it cannot fit."""
+    import jax
+
+    devices = _device_count(compiled)
+    footprint = Footprint.of(compiled)
+    plan = budget(memory_limit, jax.devices()[0])
+    analysis = Analysis(_name(fun), footprint, plan, predict_peak(plan, footprint, devices), devices)
+    ANALYSES.append(analysis)
+    if analysis.peak <= plan.usable:
+        return analysis
+    step = Step(fun, options, args, kwargs, find_batch_axes(fun, args, kwargs))
+    fixes = find_fixes(step, analysis, args, kwargs)
+    raise RaxOutOfMemoryError(oom_report(analysis, fixes, step, args, kwargs), analysis, fixes)
+
+
+def _device_count(compiled: Any) -> int:
+    try:
+        shardings = compiled.input_shardings[0]
+        return max((len(s.device_set) for s in shardings), default=1)
+    except Exception:
+        return 1
+
+
+def _name(fun: Callable[..., Any]) -> str:
+    return getattr(fun, "__qualname__", None) or getattr(fun, "__name__", repr(fun))
+
+
+# --- fixes --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One way to fit, with the memory it is predicted to need (None: not estimated)."""
+
+    action: str
+    predicted: int | None
+    exact: bool = True
+    batch_size: int | None = None
+
+
+class BatchFit:
+    """Predicted peak as a function of the batch size: affine, from compiles at two sizes."""
+
+    def __init__(self, step: Step, analysis: Analysis) -> None:
+        self.step, self.analysis = step, analysis
+        self.batch = step.batch or 0
+        self.peaks: dict[int, int] = {self.batch: analysis.peak}
+        self.small = max(1, self.batch // 8)
+        self.slope = (self.peak(self.batch) - self.peak(self.small)) / (self.batch - self.small)
+
+    def peak(self, b: int) -> int:
+        """The predicted peak at batch `b`, from a real compile."""
+        if b not in self.peaks:
+            footprint = Footprint.of(self.step.compile(b))
+            self.peaks[b] = predict_peak(self.analysis.budget, footprint, self.analysis.devices)
+        return self.peaks[b]
+
+    def estimate(self, b: int) -> int:
+        """The predicted peak at batch `b`, from the fit alone."""
+        return int(self.peaks[self.small] + self.slope * (b - self.small))
+
+    def largest_fitting(self) -> int | None:
+        """Solve the fit for the budget, then verify with a compile (stepping down if it disagrees)."""
+        usable = self.analysis.budget.usable
+        if self.slope <= 0:
+            return None
+        guess = min(self.batch - 1, math.floor(self.small + (usable - self.peaks[self.small]) / self.slope))
+        for _ in range(4):
+            if guess < 1:
+                return None
+            if self.peak(guess) <= usable:
+                return guess
+            guess = min(guess - 1, math.floor(guess - (self.peak(guess) - usable) / self.slope))
+        return None
+
+
+def find_fixes(step: Step, analysis: Analysis, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Fix]:
+    fixes: list[Fix] = []
+    fp = analysis.footprint
+    if step.batch_axes and (step.batch or 0) >= 2:
+        fit = BatchFit(step, analysis)
+        best = fit.largest_fitting()
+        if best:
+            fixes.append(Fix(f"batch_size {step.batch} -> {best}", fit.peak(best), batch_size=best))
+            accum = next(k for k in range(2, step.batch + 1) if step.batch % k == 0 and step.batch // k <= best)
+            micro = step.batch // accum
+            gradient_sums = _bytes_of(args[0]) if args else 0  # the accumulated gradients, like the params
+            fixes.append(Fix(f"batch_size {step.batch} -> {micro} with gradient_accumulation_steps={accum} "
+                             f"(the same {step.batch} samples per update)", fit.estimate(micro) + gradient_sums,
+                             exact=False))
+    if fp.aliased == 0:
+        saved = _donatable_bytes(step, args, kwargs)
+        if saved:
+            fixes.append(Fix("donate the parameters and optimizer state (jax.jit(..., donate_argnums=...)) so "
+                             "their updated copies reuse the same buffers", analysis.peak - saved, exact=False))
+    fixes.append(Fix("compute in bfloat16, keeping parameters in float32 (activations take about half)",
+                     analysis.peak - fp.temps // 2, exact=False))
+    fixes.append(Fix("rematerialise: jax.checkpoint around each block recomputes activations in the backward "
+                     "pass instead of storing them", None, exact=False))
+    return fixes
+
+
+def _bytes_of(tree: Any) -> int:
+    import jax
+
+    return sum(int(math.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype"))
+
+
+def _donatable_bytes(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """Bytes of inputs that come back as outputs of the same shape and dtype (params, optimizer state)."""
+    import jax
+
+    try:
+        out = jax.jit(step.fun, **step.options).eval_shape(*abstract_inputs(args, kwargs, [], None)[0], **kwargs)
+    except Exception:
+        return 0
+    outs: dict[tuple[Any, ...], int] = {}
+    for leaf in jax.tree_util.tree_leaves(out):
+        outs[(leaf.shape, leaf.dtype)] = outs.get((leaf.shape, leaf.dtype), 0) + 1
+    saved = 0
+    for leaf in jax.tree_util.tree_leaves((args, kwargs)):
+        key = (getattr(leaf, "shape", None), getattr(leaf, "dtype", None))
+        if isinstance(leaf, jax.core.Tracer) and outs.get(key, 0) > 0:
+            outs[key] -= 1
+            saved += int(math.prod(leaf.shape)) * leaf.dtype.itemsize
+    return saved
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+_CATEGORIES = (("parameters", re.compile("param|weight", re.I)), ("optimizer state", re.compile("opt", re.I)))
+
+
+def breakdown(step: Step, footprint: Footprint, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, int]:
+    """Where the bytes go: inputs by kind (from parameter names and batch axes), temporaries, outputs."""
+    try:
+        names = list(inspect.signature(inspect.unwrap(step.fun)).parameters)
+    except (TypeError, ValueError):
+        names = []
+    batch_places = {where for where, _ in step.batch_axes}
+    parts: dict[str, int] = {}
+    for where, value in [*enumerate(args), *kwargs.items()]:
+        name = names[where] if isinstance(where, int) and where < len(names) else str(where)
+        kind = "batch" if where in batch_places else next(
+            (label for label, pattern in _CATEGORIES if pattern.search(name)), "other inputs")
+        parts[kind] = parts.get(kind, 0) + _bytes_of(value)
+    parts["temporaries"] = footprint.temps
+    parts["outputs (not reusing inputs)"] = footprint.outputs - footprint.aliased
+    return {k: v for k, v in parts.items() if v}
+
+
+def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
+    plan = analysis.budget
+    limit = format_bytes(plan.limit)
+    details = [
+        f"predicted peak {format_bytes(analysis.peak)} > budget {limit} ({plan.source}; "
+        f"{format_bytes(plan.in_use)} already in use)",
+        "where the bytes go:",
+        *(f"  {kind}: {format_bytes(size)}" for kind, size in breakdown(step, analysis.footprint, args, kwargs).items()),
+        "fixes:",
+        *(f"  {fix.action}: {'about ' if not fix.exact else ''}{format_bytes(fix.predicted)} of {limit}"
+          if fix.predicted is not None else f"  {fix.action}" for fix in fixes),
+    ]
+    best = next((f for f in fixes if f.batch_size), None)
+    return Report(
+        kind="out-of-memory",
+        title=f"{analysis.function} would run out of memory: refused before running it",
+        where=user_location(),
+        details=tuple(details),
+        fix=(f"batch_size {step.batch} -> {best.batch_size} fits: {format_bytes(best.predicted or 0)} of {limit}"
+             if best else fixes[0].action if fixes else ""),
+        extra={
+            "function": analysis.function,
+            "predicted_peak": analysis.peak,
+            "budget": plan.limit,
+            "in_use": plan.in_use,
+            "budget_source": plan.source,
+            "temps": analysis.footprint.temps,
+            "outputs": analysis.footprint.outputs,
+            "aliased": analysis.footprint.aliased,
+            "arguments": analysis.footprint.arguments,
+            "batch_size": step.batch,
+            "suggested_batch_size": best.batch_size if best else None,
+            "fixes": [{"action": f.action, "predicted": f.predicted, "exact": f.exact} for f in fixes],
+        },
+    )
+
+
+def memory_table() -> Report:
+    """--memory-report: every compiled function against its budget, as one table."""
+    rows = [
+        f"{a.function:<28} {format_bytes(a.footprint.temps):>10} {format_bytes(a.footprint.outputs - a.footprint.aliased):>10} "
+        f"{format_bytes(a.peak):>10} {format_bytes(a.budget.limit):>10} {a.headroom * 100:>8.0f}%"
+        for a in ANALYSES
+    ]
+    header = f"{'function':<28} {'temps':>10} {'outputs':>10} {'peak':>10} {'budget':>10} {'headroom':>9}"
+    return Report(kind="memory-report", title="memory of each compiled function (predicted peak vs budget)",
+                  details=(header, *rows),
+                  extra={"functions": [{"function": a.function, "temps": a.footprint.temps, "peak": a.peak,
+                                        "budget": a.budget.limit, "headroom": a.headroom} for a in ANALYSES]})
