@@ -31,7 +31,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import checkpoint
 import data
-from model import GPTConfig, Params, init_params, loss_fn, num_params
+from model import GPTConfig, Params, decay_mask, init_params, loss_fn, num_params
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -154,7 +154,7 @@ def make_optimizer(cfg: dict[str, Any]) -> optax.GradientTransformation:
         b2=cfg["beta2"],
         eps=1e-8,
         weight_decay=cfg["weight_decay"],
-        mask=lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params),
+        mask=decay_mask,
     )
     if cfg["grad_clip"] > 0.0:
         return optax.chain(optax.clip_by_global_norm(cfg["grad_clip"]), adamw)

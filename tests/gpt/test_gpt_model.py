@@ -43,9 +43,12 @@ def test_gpt2_init():
     assert abs(float(jnp.std(blk["mlp"]["c_proj"]["w"])) - 0.02 / math.sqrt(8)) < 0.001
     assert abs(float(jnp.std(blk["attn"]["c_proj"]["w"])) - 0.02 / math.sqrt(8)) < 0.001
     assert float(jnp.abs(blk["attn"]["c_attn"]["b"]).max()) == 0.0
-    assert bool(jnp.all(blk["ln_1"]["w"] == 1.0)) and bool(jnp.all(p["ln_f"]["b"] == 0.0))
+    assert bool(jnp.all(blk["ln_1"]["scale"] == 1.0)) and bool(jnp.all(p["ln_f"]["bias"] == 0.0))
     nobias = init_params(GPTConfig(**{**cfg.to_dict(), "bias": False}), jax.random.key(0))
-    assert "b" not in nobias["h"][0]["attn"]["c_attn"] and "b" not in nobias["ln_f"]
+    assert "b" not in nobias["h"][0]["attn"]["c_attn"] and "bias" not in nobias["ln_f"]
+    mask = model.decay_mask(p)  # weight decay on matmul weights and embeddings only
+    assert mask["wte"] and mask["wpe"] and mask["h"][1]["mlp"]["c_fc"]["w"]
+    assert not mask["h"][1]["mlp"]["c_fc"]["b"] and not mask["h"][0]["ln_1"]["scale"] and not mask["ln_f"]["bias"]
     assert num_params(p) == sum(x.size for x in jax.tree_util.tree_leaves(p)) - 16 * 128
 
 
