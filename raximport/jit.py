@@ -19,7 +19,7 @@ import re
 import typing
 from typing import Any, Callable
 
-from raximport.report import Report, note, show, user_location
+from raximport.report import Report, function_name, note, show, user_location
 
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 RECOMPILES_BEFORE_REPORT = 4  # a train and an eval shape, a last partial batch: fine; more is churn
@@ -92,9 +92,6 @@ class _TraceWatch:
         show(recompile_report(self.fun, self.traces, [e for _, e in explained]))
 
 
-def _name(fun: Callable[..., Any]) -> str:
-    return getattr(fun, "__qualname__", None) or getattr(fun, "__name__", None) or repr(fun)
-
 
 def describe_call(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, tuple[str, Any]]:
     """Each argument as ("traced", {path: aval string}) or ("static", value), by parameter name."""
@@ -147,11 +144,11 @@ def _short(value: Any) -> str:
 def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[str, str]]) -> Report:
     return Report(
         kind="recompilation",
-        title=f"{_name(fun)} has been compiled {traces} times",
+        title=f"{function_name(fun)} has been compiled {traces} times",
         where=user_location(),
         details=tuple(what for what, _ in changes),
         fix="; ".join(dict.fromkeys(fix for _, fix in changes)),
-        extra={"function": _name(fun), "compiles": traces},
+        extra={"function": function_name(fun), "compiles": traces},
     )
 
 
@@ -179,7 +176,7 @@ def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
         state["traced_ints"] |= ints
         state["trying"] = ints
         by_types.clear()
-        _verbose(f"{_name(fn)}: {', '.join(sorted(ints))} changes on every call: traced from now on")
+        _verbose(f"{function_name(fn)}: {', '.join(sorted(ints))} changes on every call: traced from now on")
         return True
 
     def choose(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
@@ -343,7 +340,7 @@ def _verbose(message: str) -> None:
 def _announce(fn: Callable[..., Any], layout: tuple[tuple[int, ...], tuple[str, ...]], hints: tuple[list[str], dict[str, str]]) -> None:
     names = hints[0]
     static = tuple(names[i] if i < len(names) else f"arg{i}" for i in layout[0]) + layout[1]
-    _verbose(f"jit {_name(fn)}: static={static}")
+    _verbose(f"jit {function_name(fn)}: static={static}")
 
 
 def _introduced_by_jit(exc: BaseException) -> bool:
@@ -374,7 +371,7 @@ def fallback_report(fn: Callable[..., Any], exc: BaseException) -> Report:
     code = getattr(target, "__code__", None)
     return Report(
         kind="autojit-fallback",
-        title=f"{_name(fn)} runs without jit: it cannot be traced ({type(exc).__name__})",
+        title=f"{function_name(fn)} runs without jit: it cannot be traced ({type(exc).__name__})",
         where=user_location(exc.__traceback__) or ((code.co_filename, code.co_firstlineno) if code else None),
         details=(first_line,),
         fix=(
@@ -382,5 +379,5 @@ def fallback_report(fn: Callable[..., Any], exc: BaseException) -> Report:
             "Python `if` on array values, keep shapes from Python ints (not arrays), return arrays only; "
             "or jit it yourself with static_argnames for the arguments used as Python values"
         ),
-        extra={"function": _name(fn), "error": type(exc).__name__},
+        extra={"function": function_name(fn), "error": type(exc).__name__},
     )

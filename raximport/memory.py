@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from raximport.errors import RaxOutOfMemoryError
-from raximport.report import Report, user_location
+from raximport.report import Report, function_name, user_location
 
 MiB = 2**20
 # Measured on CPU (FACTS.md, and scripts/bench_memory.py): the first execution of a step adds
@@ -311,7 +311,7 @@ def check_compiled(fun: Callable[..., Any], options: dict[str, Any], args: tuple
     devices = _device_count(compiled)
     footprint = Footprint.of(compiled)
     plan = budget(memory_limit, jax.devices()[0])
-    analysis = Analysis(_name(fun), footprint, plan, predict_peak(plan, footprint, devices), devices)
+    analysis = Analysis(function_name(fun), footprint, plan, predict_peak(plan, footprint, devices), devices)
     ANALYSES.append(analysis)
     if analysis.peak <= plan.usable:
         return analysis
@@ -327,9 +327,6 @@ def _device_count(compiled: Any) -> int:
     except Exception:
         return 1
 
-
-def _name(fun: Callable[..., Any]) -> str:
-    return getattr(fun, "__qualname__", None) or getattr(fun, "__name__", repr(fun))
 
 
 # --- fixes --------------------------------------------------------------------------------------

@@ -30,6 +30,12 @@ def is_user_file(filename: str) -> bool:
                 or "site-packages" in filename)
 
 
+def function_name(fun: object) -> str:
+    """`train_step` for a function defined inside `make_train_step`, `Model.forward` for a method."""
+    name = getattr(fun, "__qualname__", None) or getattr(fun, "__name__", None) or repr(fun)
+    return name.rsplit("<locals>.", 1)[-1]
+
+
 def user_location(tb: TracebackType | None = None) -> tuple[str, int] | None:
     """The innermost user frame of `tb`, or else the nearest user frame of the current stack."""
     found = None
