@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import raximport
+from tests.helpers import write
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,3 +34,25 @@ def run_python(cache_dir: Path):
         )
 
     return run
+
+
+@pytest.fixture
+def load(tmp_path: Path, cache_dir: Path):
+    """Write a module into a tmp project and import it through the hook."""
+    project = tmp_path / "project"
+    project.mkdir()
+    sys.path.insert(0, str(project))
+    installation = raximport.install(project_root=project, cache_dir=cache_dir)
+    names: list[str] = []
+
+    def load_module(name: str, source: str):
+        write(project / f"{name}.py", source)
+        importlib.invalidate_caches()
+        names.append(name)
+        return importlib.import_module(name)
+
+    yield load_module
+    installation.uninstall()
+    sys.path.remove(str(project))
+    for name in names:
+        sys.modules.pop(name, None)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 import warnings
 from pathlib import Path
 
@@ -14,31 +12,9 @@ import numpy as np
 import pytest
 from jaxtyping import TypeCheckError
 
-import raximport
 from raximport.errors import RaxWarning
 from tests.helpers import write
 
-
-@pytest.fixture
-def load(tmp_path: Path, cache_dir: Path):
-    """Write a module into a tmp project and import it through the hook."""
-    project = tmp_path / "project"
-    project.mkdir()
-    sys.path.insert(0, str(project))
-    installation = raximport.install(project_root=project, cache_dir=cache_dir)
-    names: list[str] = []
-
-    def load_module(name: str, source: str):
-        write(project / f"{name}.py", source)
-        importlib.invalidate_caches()
-        names.append(name)
-        return importlib.import_module(name)
-
-    yield load_module
-    installation.uninstall()
-    sys.path.remove(str(project))
-    for name in names:
-        sys.modules.pop(name, None)
 
 
 HEADER = """

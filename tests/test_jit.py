@@ -20,26 +20,6 @@ from raximport.jit import DYNAMIC, STATIC, UNSUPPORTED, classify
 from tests.helpers import write
 
 
-@pytest.fixture
-def load(tmp_path: Path, cache_dir: Path):
-    project = tmp_path / "project"
-    project.mkdir()
-    sys.path.insert(0, str(project))
-    installation = raximport.install(project_root=project, cache_dir=cache_dir)
-    names: list[str] = []
-
-    def load_module(name: str, source: str):
-        write(project / f"{name}.py", source)
-        importlib.invalidate_caches()
-        names.append(name)
-        return importlib.import_module(name)
-
-    yield load_module
-    installation.uninstall()
-    sys.path.remove(str(project))
-    for name in names:
-        sys.modules.pop(name, None)
-
 
 def is_watched(jitted) -> bool:
     """raximport.jit returns JAX's own object around raximport's trace watch."""
@@ -91,12 +71,7 @@ def test_jit_options_off_leave_jax_jit_alone(tmp_path: Path, cache_dir: Path) ->
     write(tmp_path / "jit_off.py", "import jax\nf = jax.jit(lambda x: x)\n")
     sys.path.insert(0, str(tmp_path))
     try:
-        with raximport.install(project_root=tmp_path, cache_dir=cache_dir, config=None) as hook:
-            pass
-        from raximport.config import load_config
-
-        config = dataclasses.replace(load_config(root=tmp_path, environ={}), jit=False, cache_dir=cache_dir)
-        with raximport.install(config=config):
+        with raximport.install(project_root=tmp_path, cache_dir=cache_dir, jit=False):
             mod = importlib.import_module("jit_off")
         assert not is_watched(mod.f)
     finally:
