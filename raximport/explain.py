@@ -498,6 +498,13 @@ def _typecheck(exc: BaseException, message: str, where: tuple[str, int] | None) 
             odd = what if size != value else (f"'{bound_by}'" if bound_by and existing != value else "")
             details.append(f"{dim} is set by {config_name}: {spelled} = {value}" +
                            (f", which {odd} does not match" if odd else ""))
+            culprit = _find_config(config_name, [(k, v) for k, v in _user_frame_values(exc.__traceback__)
+                                                 if _find_config(config_name, [(k, v)]) not in (None, found)
+                                                 and _find_config(config_name, [(k, v)])[1] == size])  # type: ignore[index]
+            if culprit and size != value:
+                details.append(f"also seen: {culprit[0]} = {culprit[1]}, the {dim} size of {what} "
+                               f"(was {what} built with it?)")
+                extra.update(culprit=culprit[0], culprit_value=culprit[1])
             fix = (f"{what} and '{bound_by or 'the first argument'}' must agree on {dim}; {dim} comes from "
                    f"{config_name} ({spelled} = {value}): build the data with the same {config_name} as the "
                    f"model, or, if the sizes may differ, give {what} its own dimension name in the annotation")

@@ -126,7 +126,7 @@ def format_exception(exc: BaseException, *, full: bool = False, last_only: bool 
     if full:
         return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip("\n").splitlines()
     lines: list[str] = []
-    exceptions = chain(exc, last_only)
+    exceptions = [e for e in chain(exc, last_only) if e is exc or frames(e.__traceback__)]  # not pure internals
     for index, current in enumerate(exceptions):
         if index:
             cause = exceptions[index].__cause__ is exceptions[index - 1]

@@ -11,6 +11,8 @@
 # expect: extra.config_value=16
 # expect: extra.config_source=config.block_size
 # expect~: suggestion=block_size
+# expect: extra.culprit=block_size
+# expect~: details=also seen: block_size = 32
 import os
 import sys
 
@@ -24,5 +26,6 @@ config = GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=16)
 params = init_params(config, jax.random.key(0))
 data = jnp.arange(200, dtype=jnp.int32) % 65
 x = data[None, :16].repeat(4, axis=0)       # windows of block_size
-y = data[None, 1:33].repeat(4, axis=0)      # targets cut with another block size (32)
+block_size = 32                              # the data loader's setting, not the model's
+y = data[None, 1:1 + block_size].repeat(4, axis=0)
 loss_fn(params, x, y, config)  # <- report
