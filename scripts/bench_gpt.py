@@ -1,0 +1,180 @@
+"""Benchmark gpt/train.py's step on the CPU config, optionally side by side with PyTorch nanoGPT.
+
+    python scripts/bench_gpt.py                                  # JAX: steady state + first iteration
+    python scripts/bench_gpt.py --nanogpt /tmp/nanoGPT           # ... and nanoGPT eager / torch.compile
+
+Steady state: the median over --iters iterations (after --warmup) of one whole training
+iteration as train.py runs it (get_batch, device_put, jitted step, block_until_ready on the
+loss), like the "time" nanoGPT prints with --log_interval=1.
+
+Time to first iteration: a fresh process from start to the end of its first step, cold (empty
+persistent compilation cache) and warm (the same cache, populated by the cold run).
+
+nanoGPT needs data/shakespeare_char/{train,val}.bin and meta.pkl in its checkout (its prepare.py).
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+T_START = time.perf_counter()
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "gpt"))
+CPU_CONFIG = ROOT / "config" / "train_shakespeare_char_cpu.py"
+NANOGPT_CPU_ARGS = [  # nanoGPT README's CPU run
+    "config/train_shakespeare_char.py", "--device=cpu", "--dtype=float32", "--eval_iters=20", "--log_interval=1",
+    "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0",
+]
+
+
+def setup_cache(cache_dir: str | None) -> None:
+    import jax
+
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
+
+
+def make_run(args):
+    """(one_iteration, batch tokens) for the CPU config, built exactly as train.py does."""
+    import jax
+    import numpy as np
+
+    import data
+    import train
+    from model import init_params
+
+    cfg = train.parse_config([str(CPU_CONFIG), f"--data_dir={args.data_dir}", f"--dtype={args.dtype}"])
+    if args.input:
+        dataset_dir = Path(args.data_dir) / cfg["dataset"]
+        if not (dataset_dir / "meta.json").exists():
+            data.prepare(cfg["dataset"], args.data_dir, input_path=args.input)
+    dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"])
+    tokens = data.load_split(dataset_dir, "train")
+    mc = train.model_config_from(cfg, data.load_meta(dataset_dir)["vocab_size"])
+    opt, step, _ = train.make_steps(mc, cfg)
+    key = jax.random.key(cfg["seed"])
+    state = {"params": jax.jit(init_params, static_argnums=0)(mc, key)}
+    state["opt"], state["key"] = opt.init(state["params"]), key
+    rng = np.random.default_rng(0)
+
+    def one_iteration():
+        x, y = data.get_batch(tokens, cfg["batch_size"], cfg["block_size"], rng)
+        state["params"], state["opt"], state["key"], loss = step(
+            state["params"], state["opt"], state["key"], jax.device_put(x), jax.device_put(y)
+        )
+        return float(loss)
+
+    return one_iteration, cfg["batch_size"] * cfg["block_size"]
+
+
+def first_iteration(args) -> None:
+    """Child process: report seconds from process start to the end of the first iteration."""
+    setup_cache(args.cache_dir)
+    run, _ = make_run(args)
+    run()
+    print(json.dumps({"first_iter_s": time.perf_counter() - T_START}))
+
+
+def steady(args) -> dict:
+    run, tokens = make_run(args)
+    for _ in range(args.warmup):
+        run()
+    times = []
+    for _ in range(args.iters):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    ms = statistics.median(times) * 1000
+    return {"ms_per_iter": ms, "tokens_per_s": tokens / ms * 1000}
+
+
+def time_to_first_iteration(args) -> dict:
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for label in ("cold", "warm"):
+            t = time.perf_counter()
+            cmd = [sys.executable, __file__, "--first-iter", f"--cache-dir={cache}", f"--data_dir={args.data_dir}",
+                   f"--dtype={args.dtype}"]
+            r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            wall = time.perf_counter() - t
+            out[label] = {"process_s": wall, "first_iter_s": json.loads(r.stdout.strip().splitlines()[-1])["first_iter_s"]}
+    return out
+
+
+def nanogpt(path: Path, compile_: bool, iters: int, warmup: int) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "train.py", *NANOGPT_CPU_ARGS, f"--compile={compile_}", f"--out_dir={out}",
+               f"--max_iters={warmup + iters}", f"--lr_decay_iters={warmup + iters}", "--eval_interval=100000"]
+        t = time.perf_counter()
+        r = subprocess.run(cmd, cwd=path, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(f"nanoGPT failed:\n{r.stderr[-3000:]}")
+    times = [float(m.group(2)) for m in re.finditer(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", r.stdout)]
+    first = times[0] if times else float("nan")
+    ms = statistics.median(times[warmup:])
+    return {"ms_per_iter": ms, "tokens_per_s": 12 * 64 / ms * 1000, "first_iter_ms": first, "process_s": wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--iters", type=int, default=200, help="timed iterations (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--data_dir", default=str(Path(tempfile.gettempdir()) / "bench_gpt_data"))
+    p.add_argument("--input", help="text file for shakespeare_char (else data.py's default source)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--nanogpt", type=Path, help="a karpathy/nanoGPT checkout with data/shakespeare_char prepared")
+    p.add_argument("--no-first-iter", action="store_true", help="skip the cold/warm first-iteration runs")
+    p.add_argument("--first-iter", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.first_iter:
+        return first_iteration(args)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs")
+    if args.input:
+        make_run(args)  # prepares the data once, before the timed child processes
+    results = {}
+    results["jax"] = steady(args)
+    console.print(f"jax: {results['jax']}")
+    if args.nanogpt:
+        for compile_ in (False, True):
+            name = "nanogpt compile" if compile_ else "nanogpt eager"
+            results[name] = nanogpt(args.nanogpt, compile_, args.iters, args.warmup)
+            console.print(f"{name}: {results[name]}")
+        results["jax (again)"] = steady(args)  # machines are noisy: bracket the PyTorch runs
+        console.print(f"jax (again): {results['jax (again)']}")
+    if not args.no_first_iter:
+        results["first iteration"] = time_to_first_iteration(args)
+
+    table = Table(title=f"CPU config (4x128, block 64, batch 12), {args.dtype}, median of {args.iters} iterations")
+    for col in ("run", "ms/iter", "tokens/s", "vs jax"):
+        table.add_column(col, justify="right")
+    jax_ms = min(results["jax"]["ms_per_iter"], results.get("jax (again)", results["jax"])["ms_per_iter"])
+    for name, r in results.items():
+        if "ms_per_iter" in r:
+            table.add_row(name, f"{r['ms_per_iter']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_iter'] / jax_ms:.2f}x")
+    console.print(table)
+    if "first iteration" in results:
+        for label, r in results["first iteration"].items():
+            console.print(f"time to first iteration ({label} compilation cache): {r['first_iter_s']:.2f} s "
+                          f"(process {r['process_s']:.2f} s)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
