@@ -27,4 +27,5 @@ class RaxOutOfMemoryError(MemoryError):
         self.suggested_batch_size: int | None = report.extra.get("suggested_batch_size")
 
     def __str__(self) -> str:
-        return self.report.text()
+        """One line: the report itself is rendered beside the traceback."""
+        return f"{self.report.title}; {self.report.fix}" if self.report.fix else self.report.title

@@ -12,7 +12,6 @@ With the persistent compilation cache each of those compiles is cheap on the nex
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import os
@@ -138,9 +137,11 @@ class Footprint:
 
 
 def predict_peak(budget: Budget, footprint: Footprint, devices: int = 1) -> int:
-    """Peak memory during the step. On CPU several devices share the one host budget."""
-    overhead = CPU_RUNTIME_OVERHEAD if budget.platform == "cpu" else 0
-    return budget.in_use + footprint.step * devices + overhead
+    """Peak memory during the step. The footprint is per device: an accelerator has its own budget,
+    while on CPU this process's `devices` devices (forced host devices) share the one host budget."""
+    if budget.platform != "cpu":
+        return budget.in_use + footprint.step
+    return budget.in_use + footprint.step * devices + CPU_RUNTIME_OVERHEAD
 
 
 # --- the check ----------------------------------------------------------------------------------
@@ -173,6 +174,7 @@ class Step:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     batch_axes: list[tuple[int | str, int]] = field(default_factory=list)
+    batch_multiple: int = 1  # batch sizes must divide by this: the shards of the batch axis (mesh data axis)
 
     def compile(self, batch: int | None = None) -> Any:
         import jax
@@ -242,65 +244,35 @@ def is_top_level_trace() -> bool:
     return isinstance(getattr(core.trace_ctx.trace, "parent_trace", None), core.EvalTrace)
 
 
-class _FlatCall:
-    """One call at trace time as a function of its traced leaves only (static values are closed over)."""
+def traced_call(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                memory_limit: int | None) -> Any:
+    """Trace `fun` once, compile that trace to check its memory, then replay it into JAX's own trace.
 
-    def __init__(self, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        import jax
+    The user's Python runs once (print or counters inside a jitted function behave as without
+    raximport), traced by a jit of `fun` with the same options, so JAX's own messages name the
+    function and its arguments. The outer jit then compiles the same program, which the persistent
+    cache has just seen. Raises RaxOutOfMemoryError if the step cannot fit.
+    """
+    import jax
+    from jax.extend import core as jex_core
 
-        self.fun = fun
-        self.leaves, self.tree = jax.tree_util.tree_flatten((args, kwargs))
-        self.traced = [i for i, leaf in enumerate(self.leaves) if isinstance(leaf, jax.core.Tracer)]
-
-    def __call__(self, *values: Any) -> Any:
-        import jax
-
-        leaves = list(self.leaves)
-        for index, value in zip(self.traced, values):
-            leaves[index] = value
-        args, kwargs = jax.tree_util.tree_unflatten(self.tree, leaves)
-        return self.fun(*args, **kwargs)
-
-    def abstract(self) -> list[Any]:
-        return [_abstract(self.leaves[i]) for i in self.traced]
+    abstract_args, abstract_kwargs = abstract_inputs(args, kwargs, [], None)
+    traced = jax.jit(fun, **options).trace(*abstract_args, **abstract_kwargs)
+    try:
+        compiled = traced.lower().compile()
+    except Exception:
+        compiled = None  # the check is a service: if XLA cannot analyse the program, run it as is
+    if compiled is not None:
+        check_compiled(fun, options, args, kwargs, compiled, memory_limit)
+    dynamic = [leaf for leaf in jax.tree_util.tree_leaves((args, kwargs)) if isinstance(leaf, jax.core.Tracer)]
+    outputs = jex_core.jaxpr_as_fun(traced.jaxpr)(*dynamic)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(traced.out_info), outputs)
 
 
 def _abstract(tracer: Any, shape: tuple[int, ...] | None = None) -> Any:
     import jax
 
     return jax.ShapeDtypeStruct(shape or tracer.shape, tracer.dtype, weak_type=tracer.aval.weak_type)
-
-
-def traced_call(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                memory_limit: int | None) -> Any:
-    """Trace `fun` once, compile that trace to check its memory, then replay it into JAX's own trace.
-
-    The user's Python runs once (print or counters inside a jitted function behave as without
-    raximport). The check compiles a function with the same signature, options and program as the
-    outer jit, so that the outer compile is a hit in the persistent cache. Raises
-    RaxOutOfMemoryError if the step cannot fit.
-    """
-    import jax
-    from jax.extend import core as jex_core
-
-    call = _FlatCall(fun, args, kwargs)
-    closed, out_shape = jax.make_jaxpr(call, return_shape=True)(*call.abstract())
-    replay = jex_core.jaxpr_as_fun(closed)
-    out_tree = jax.tree_util.tree_structure(out_shape)
-
-    @functools.wraps(fun)
-    def replayed(*args: Any, **kwargs: Any) -> Any:
-        leaves = jax.tree_util.tree_leaves((args, kwargs))
-        return jax.tree_util.tree_unflatten(out_tree, replay(*(leaves[i] for i in call.traced)))
-
-    try:
-        abstract_args, abstract_kwargs = abstract_inputs(args, kwargs, [], None)
-        compiled = jax.jit(replayed, **options).lower(*abstract_args, **abstract_kwargs).compile()
-    except Exception:
-        compiled = None  # the check is a service: if XLA cannot analyse the program, run it as is
-    if compiled is not None:
-        check_compiled(fun, options, args, kwargs, compiled, memory_limit)
-    return replayed(*args, **kwargs)
 
 
 def check_compiled(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -316,16 +288,40 @@ def check_compiled(fun: Callable[..., Any], options: dict[str, Any], args: tuple
     if analysis.peak <= plan.usable:
         return analysis
     step = Step(fun, options, args, kwargs, find_batch_axes(fun, args, kwargs))
+    step.batch_multiple = _batch_shards(compiled, step)
     fixes = find_fixes(step, analysis, args, kwargs)
     raise RaxOutOfMemoryError(oom_report(analysis, fixes, step, args, kwargs), analysis, fixes)
 
 
 def _device_count(compiled: Any) -> int:
+    """This process's devices that the executable runs on (the footprint is per device)."""
+    import jax
+
     try:
-        shardings = compiled.input_shardings[0]
-        return max((len(s.device_set) for s in shardings), default=1)
+        shardings = jax.tree_util.tree_leaves(compiled.input_shardings)
+        local = [{d for d in s.device_set if d.process_index == jax.process_index()} for s in shardings]
+        return max((len(devices) for devices in local), default=1) or 1
     except Exception:
         return 1
+
+
+def _batch_shards(compiled: Any, step: Step) -> int:
+    """How many pieces the batch axis is split into (the data axis of a mesh): a batch size must
+    divide by it. 1 when unsharded or unknown."""
+    import jax
+
+    try:
+        args_shardings, kwargs_shardings = compiled.input_shardings
+        for where, axis in step.batch_axes:
+            value = step.args[where] if isinstance(where, int) else step.kwargs[where]
+            sharding = args_shardings[where] if isinstance(where, int) else kwargs_shardings[where]
+            if not isinstance(sharding, jax.sharding.Sharding):
+                continue
+            shape = tuple(value.shape)
+            return max(1, shape[axis] // sharding.shard_shape(shape)[axis])
+    except Exception:
+        pass
+    return 1
 
 
 
@@ -348,8 +344,9 @@ class BatchFit:
     def __init__(self, step: Step, analysis: Analysis) -> None:
         self.step, self.analysis = step, analysis
         self.batch = step.batch or 0
+        self.multiple = max(1, step.batch_multiple)  # every size tried divides by the data axis
         self.peaks: dict[int, int] = {self.batch: analysis.peak}
-        self.small = max(1, self.batch // 8)
+        self.small = self.round_down(max(self.multiple, self.batch // 8))
         self.slope = (self.peak(self.batch) - self.peak(self.small)) / (self.batch - self.small)
 
     def peak(self, b: int) -> int:
@@ -363,18 +360,24 @@ class BatchFit:
         """The predicted peak at batch `b`, from the fit alone."""
         return int(self.peaks[self.small] + self.slope * (b - self.small))
 
+    def round_down(self, b: int) -> int:
+        """b rounded down to a batch size the data axis divides."""
+        return b // self.multiple * self.multiple
+
     def largest_fitting(self) -> int | None:
-        """Solve the fit for the budget, then verify with a compile (stepping down if it disagrees)."""
+        """Solve the fit for the budget, then verify with a compile (stepping down if it disagrees).
+        Only multiples of the data-axis size are tried: a sharded batch must split evenly."""
         usable = self.analysis.budget.usable
-        if self.slope <= 0:
+        if self.slope <= 0 or self.small >= self.batch:
             return None
-        guess = min(self.batch - 1, math.floor(self.small + (usable - self.peaks[self.small]) / self.slope))
+        guess = self.round_down(
+            min(self.batch - 1, math.floor(self.small + (usable - self.peaks[self.small]) / self.slope)))
         for _ in range(4):
             if guess < 1:
                 return None
             if self.peak(guess) <= usable:
                 return guess
-            guess = min(guess - 1, math.floor(guess - (self.peak(guess) - usable) / self.slope))
+            guess = self.round_down(min(guess - 1, math.floor(guess - (self.peak(guess) - usable) / self.slope)))
         return None
 
 
@@ -386,7 +389,9 @@ def find_fixes(step: Step, analysis: Analysis, args: tuple[Any, ...], kwargs: di
         best = fit.largest_fitting()
         if best:
             fixes.append(Fix(f"batch_size {step.batch} -> {best}", fit.peak(best), batch_size=best))
-            accum = next(k for k in range(2, step.batch + 1) if step.batch % k == 0 and step.batch // k <= best)
+            accum = next((k for k in range(2, step.batch + 1) if step.batch % k == 0 and step.batch // k <= best
+                          and (step.batch // k) % fit.multiple == 0), None)
+        if best and accum:
             micro = step.batch // accum
             gradient_sums = _bytes_of(args[0]) if args else 0  # the accumulated gradients, like the params
             fixes.append(Fix(f"batch_size {step.batch} -> {micro} with gradient_accumulation_steps={accum} "
@@ -491,14 +496,22 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
 
 
 def memory_table() -> Report:
-    """--memory-report: every compiled function against its budget, as one table."""
+    """--memory-report: every compiled function against its budget, as one table. Temps and outputs
+    are per device; the peak is for the budget's owner: one accelerator, or on CPU the host, which
+    holds every (forced) host device's share."""
     rows = [
         f"{a.function:<28} {format_bytes(a.footprint.temps):>10} {format_bytes(a.footprint.outputs - a.footprint.aliased):>10} "
-        f"{format_bytes(a.peak):>10} {format_bytes(a.budget.limit):>10} {a.headroom * 100:>8.0f}%"
+        f"{format_bytes(a.peak):>10} {format_bytes(a.budget.limit):>10} {a.headroom * 100:>8.0f}% {a.devices:>8}"
         for a in ANALYSES
     ]
-    header = f"{'function':<28} {'temps':>10} {'outputs':>10} {'peak':>10} {'budget':>10} {'headroom':>9}"
+    header = (f"{'function':<28} {'temps':>10} {'outputs':>10} {'peak':>10} {'budget':>10} {'headroom':>9} "
+              f"{'devices':>8}")
+    multi = [a for a in ANALYSES if a.devices > 1]
+    note = ((f"temps and outputs per device; on CPU the peak counts all {max(a.devices for a in multi)} host "
+             "devices against the one host budget",) if multi else ())
     return Report(kind="memory-report", title="memory of each compiled function (predicted peak vs budget)",
-                  details=(header, *rows),
+                  details=(header, *rows, *note),
                   extra={"functions": [{"function": a.function, "temps": a.footprint.temps, "peak": a.peak,
-                                        "budget": a.budget.limit, "headroom": a.headroom} for a in ANALYSES]})
+                                        "budget": a.budget.limit, "headroom": a.headroom, "devices": a.devices,
+                                        "in_use": a.budget.in_use,
+                                        "step_per_device": a.footprint.step} for a in ANALYSES]})

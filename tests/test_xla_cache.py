@@ -80,7 +80,9 @@ def test_second_process_hits_the_cache(two_runs: tuple[Path, dict, dict]) -> Non
     cache, first, second = two_runs
     assert first["dir"] == str(cache / "xla")
     assert first["min_time"] == 0.0  # every executable is saved, however fast it compiled
-    assert first["requests"] > 0 and first["hits"] == 0
+    # In the first run, each step's own compile hits the entry written moments before by the
+    # compile of raximport's memory check; everything else misses and is written.
+    assert first["requests"] > first["hits"] >= 0
     assert second["hits"] == second["requests"] == first["requests"]
     last = json.loads((cache / "xla-last-run.json").read_text())
     assert (last["hits"], last["misses"], last["written"]) == (second["hits"], 0, 0)
@@ -92,11 +94,11 @@ def test_info_and_clear(two_runs: tuple[Path, dict, dict], tmp_path: Path) -> No
     shutil.copytree(two_runs[0], cache)
     env = _env(cache)
     info = _python(*RAX, "cache", "info", cwd=tmp_path, env=env).stdout
-    n = two_runs[1]["requests"]
+    n = two_runs[1]["requests"] - two_runs[1]["hits"]  # the entries the first run wrote
     assert f"directory: {cache / 'xla'}" in info
     assert f"entries:   {n}\n" in info
     assert " KB" in info and "cap:       4.0 GB" in info
-    assert f"last run:  {n} hits, 0 misses" in info
+    assert f"last run:  {two_runs[1]['requests']} hits, 0 misses" in info
     cleared = _python(*RAX, "cache", "clear", cwd=tmp_path, env=env).stdout
     assert cleared.startswith(f"removed {n} entries (") and str(cache / "xla") in cleared
     assert not list((cache / "xla").glob("*-cache")) and not list((cache / "xla").glob("*-atime"))
