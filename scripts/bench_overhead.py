@@ -1,0 +1,510 @@
+"""Per-step overhead of raximport on the gpt CPU train step, plain `python` vs `python -m raximport`.
+
+Each figure comes from small driver programs written to a temp dir and run in fresh subprocesses
+(JAX_PLATFORMS=cpu, a private RAX_CACHE_DIR per scenario), plain and under raximport interleaved
+(A B A B ...) because the machine is shared and noisy:
+
+  (a) gpt's jitted train step (config/train_shakespeare_char_cpu.py, train.make_steps): median
+      ms/step over --steps individually timed steps (block_until_ready on the loss), after a warm-up.
+      Goal: raximport / plain <= 1.01.
+  (b) a tiny `jax.jit(lambda x: x + 1)` defined in the driver (so raximport routes it through
+      raximport.jit): per-call time, median over batches of calls. Goal: raximport / plain <= 1.5.
+  (c) a driver with NO jax.jit: a module-level annotated pure train step (gpt's loss_fn + optax)
+      that raximport auto-jits, vs the same driver with `train_step = jax.jit(train_step,
+      static_argnames=...)` (hand-jitted), both under raximport (and the hand-jitted one plain).
+      Goal: auto-jit within 2% of hand-jit.
+  (d) time to first step: from process spawn to the first completed gpt train step, under
+      raximport with an empty cache (cold) and again with the same cache (warm); plain for
+      reference. Goal: warm / cold <= 0.5.
+
+    .venv/bin/python scripts/bench_overhead.py             # the default run (~5-10 min)
+    .venv/bin/python scripts/bench_overhead.py --quick     # a smoke run
+    .venv/bin/python scripts/bench_overhead.py --reps 7 --steps 200 --only a,c
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GPT = ROOT / "gpt"
+CONFIG = ROOT / "config" / "train_shakespeare_char_cpu.py"
+VOCAB = 65  # shakespeare_char
+MARK = "BENCH_RESULT "
+
+# Shared top of every driver. A driver sets up (compiles, warms up), says READY, then serves
+# "run N" lines on stdin with the times of N more steps, so that the parent can alternate
+# between a plain and a raximport process in short chunks: both see the same background load.
+PRELUDE = f"""\
+import time
+T_TOP = time.perf_counter()
+import json, os, sys
+sys.path.insert(0, {str(GPT)!r})
+import numpy as np
+import jax
+import jax.numpy as jnp
+T_JAX = time.perf_counter()
+
+
+def emit(**fields):
+    fields.setdefault("raximport_active", "raximport.session" in sys.modules)
+    fields["top_to_jax_s"] = T_JAX - T_TOP
+    print({MARK!r} + json.dumps(fields), flush=True)
+
+
+def routed(f):
+    # raximport.jit returns JAX's own jitted object around raximport/jit.py's `traced`
+    inner = getattr(f, "__wrapped__", None)
+    code = getattr(inner, "__code__", None)
+    return type(f).__name__, bool(code and code.co_filename.replace(os.sep, "/").endswith("raximport/jit.py"))
+
+
+def serve(chunk, **ready):
+    emit(ready=True, **ready)
+    for line in sys.stdin:
+        words = line.split()
+        if not words or words[0] == "quit":
+            break
+        emit(**chunk(int(words[1])))
+"""
+
+# One train step at a time: the call (dispatch: JAX returns before the step has run) and the
+# whole step (block_until_ready on the loss), both per step.
+STEP_LOOP = """\
+state = [params, opt_state]
+losses = []
+
+
+def step(i):
+    x, y = batches[i % len(batches)]
+    t0 = time.perf_counter()
+    out = call(state, x, y)
+    t1 = time.perf_counter()
+    out[-1].block_until_ready()
+    t2 = time.perf_counter()
+    state[:len(out) - 1] = out[:-1]
+    losses.append(out[-1])
+    return t1 - t0, t2 - t0
+
+
+def chunk(n):
+    times = [step(i) for i in range(n)]
+    return dict(dispatch=[d for d, _ in times], times=[t for _, t in times], loss=float(losses[-1]))
+
+
+t0 = time.perf_counter()
+step(0)
+t_first = time.time()
+first_s = time.perf_counter() - t0
+if WARMUP < 0:  # time to first step: stop here
+    emit(first_step_wall=t_first, first_step_s=first_s, since_top_s=time.perf_counter() - T_TOP,
+         loss=float(losses[0]), **INFO)
+    sys.exit(0)
+for i in range(WARMUP):
+    step(i)
+serve(chunk, first_step_s=first_s, **INFO)
+"""
+
+# (a) and (d): gpt's own jitted train step, built the way gpt/train.py builds it.
+GPT_STEP = PRELUDE + f"""\
+import train
+from model import init_params
+
+WARMUP = int(sys.argv[1])
+cfg = train.parse_config([{str(CONFIG)!r}])
+mc = train.model_config_from(cfg, {VOCAB})
+optimizer, train_step, _ = train.make_steps(mc, cfg)
+key = jax.random.key(cfg["seed"])
+key, init_key = jax.random.split(key)
+params = jax.jit(init_params, static_argnums=0)(mc, init_key)
+opt_state = optimizer.init(params)
+rows = cfg["gradient_accumulation_steps"] * cfg["batch_size"]
+rng = np.random.default_rng(0)
+batches = [tuple(jax.device_put(rng.integers(0, {VOCAB}, (rows, cfg["block_size"]), dtype=np.int32)) for _ in "xy")
+           for _ in range(8)]
+jax.block_until_ready(batches)
+params = (params, key)  # the state is (params, opt_state, key): donated and replaced each step
+
+
+def call(state, x, y):
+    (p, k), s = state
+    p, s, k, loss = train_step(p, s, k, x, y)
+    return (p, k), s, loss
+
+
+INFO = dict(jit=routed(train_step))
+""" + STEP_LOOP
+
+# (b): a tiny jitted function; under raximport this jax.jit is rewritten to raximport.jit.
+TINY = PRELUDE + """\
+f = jax.jit(lambda x: x + 1)
+x = jnp.ones((8,), jnp.float32)
+for _ in range(3000):
+    y = f(x)
+y.block_until_ready()
+
+
+def chunk(batches, calls=1000):
+    per_call = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            y = f(x)
+        y.block_until_ready()
+        per_call.append((time.perf_counter() - t0) / calls)
+    return dict(per_call=per_call)
+
+
+serve(chunk, jit=routed(f))
+"""
+
+# (c): no jax.jit in the driver: raximport auto-jits this module-level annotated pure function.
+NOJIT = PRELUDE + f"""\
+from typing import Any
+
+import optax
+from jaxtyping import Array, Float, Int
+
+import train
+from model import GPTConfig, init_params, loss_fn
+
+
+def train_step(
+    params: dict[str, Any],
+    opt_state: Any,
+    x: Int[Array, "batch seq"],
+    y: Int[Array, "batch seq"],
+    config: GPTConfig,
+    optimizer: optax.GradientTransformation,
+) -> tuple[dict[str, Any], Any, Float[Array, ""]]:
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, config, None)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, loss
+
+#HANDJIT#
+
+WARMUP = int(sys.argv[1])
+cfg = train.parse_config([{str(CONFIG)!r}])
+mc = train.model_config_from(cfg, {VOCAB})
+optimizer = train.make_optimizer(cfg)
+params = init_params(mc, jax.random.key(cfg["seed"]))
+opt_state = optimizer.init(params)
+rng = np.random.default_rng(0)
+batches = [tuple(jax.device_put(rng.integers(0, {VOCAB}, (cfg["batch_size"], cfg["block_size"]), dtype=np.int32)) for _ in "xy")
+           for _ in range(8)]
+jax.block_until_ready(batches)
+
+
+def call(state, x, y):
+    return train_step(state[0], state[1], x, y, mc, optimizer)
+
+
+INFO = dict(autojit=bool(getattr(train_step, "__rax_autojit__", False)), jit=routed(train_step))
+""" + STEP_LOOP
+HANDJIT = NOJIT.replace("#HANDJIT#", 'train_step = jax.jit(train_step, static_argnames=("config", "optimizer"))')
+AUTOJIT = NOJIT.replace("#HANDJIT#", "")
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAX_", "JAX_", "XLA_", "_RAXIMPORT"))}
+    env.update(JAX_PLATFORMS="cpu", PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+class Driver:
+    """One driver in a fresh process: `python driver.py` or `python -m raximport --path gpt driver.py`."""
+
+    def __init__(self, name: str, script: Path, args: list, rax: bool, cache: Path | None, verbose: bool = False):
+        self.name, self.rax = name, rax
+        env = base_env()
+        cmd = [sys.executable]
+        if rax:
+            assert cache is not None
+            env["RAX_CACHE_DIR"] = str(cache)
+            cmd += ["-m", "raximport", "--path", str(GPT)] + (["--verbose"] if verbose else [])
+        cmd += [str(script), *map(str, args)]
+        self.stderr_path = script.parent / f"{script.stem}-{'rax' if rax else 'plain'}-{time.time_ns()}.stderr"
+        self.stderr = open(self.stderr_path, "w+")
+        self.spawned = time.time()
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=script.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, bufsize=1)
+        self.info: dict = {}
+
+    def fail(self, why: str) -> None:
+        self.proc.kill()
+        self.stderr.seek(0)
+        sys.stderr.write(self.stderr.read()[-5000:])
+        raise SystemExit(f"driver {self.name} ({'raximport' if self.rax else 'plain'}): {why}")
+
+    def read(self) -> dict:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(MARK):
+                result = json.loads(line[len(MARK):])
+                if result["raximport_active"] != self.rax:
+                    self.fail(f"raximport active={result['raximport_active']}, expected {self.rax}")
+                return result
+        self.proc.wait()
+        self.fail(f"exited with {self.proc.returncode} before giving a result")
+        raise AssertionError
+
+    def ready(self) -> "Driver":
+        self.info = self.read()
+        return self
+
+    def run(self, n: int) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"run {n}\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> float:
+        """Wait for the process to end; its wall time from spawn."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        if self.proc.wait(timeout=600) != 0:
+            self.fail(f"exited with {self.proc.returncode}")
+        self.stderr.seek(0)
+        self.stderr_text = self.stderr.read()
+        self.stderr.close()
+        return time.perf_counter() - self.t0
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def pct(xs: list[float], q: int) -> float:
+    """The q-th percentile (q in 1..99)."""
+    return statistics.quantiles(xs, n=100)[q - 1] if len(xs) > 1 else xs[0]
+
+
+def quartiles(xs: list[float]) -> str:
+    if len(xs) < 2:
+        return f"{xs[0]:.3f}" if xs else "-"
+    q = statistics.quantiles(xs, n=4)
+    return f"{q[0]:.3f}-{q[2]:.3f}"
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, what: str, value: str, goal: str = "", verdict: str = "") -> None:
+        self.rows.append((what, value, goal, verdict))
+        print(f"  {what}: {value}" + (f"  [goal {goal}: {verdict}]" if goal else ""), flush=True)
+
+    def show(self) -> None:
+        head = ("figure", "value", "goal", "met")
+        widths = [max(len(r[i]) for r in [head, *self.rows]) for i in range(4)]
+        line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+        print(line(head))
+        print(line(tuple("-" * w for w in widths)))
+        for r in self.rows:
+            print(line(r))
+
+
+def paired(specs: list[tuple[str, Path, bool, Path | None]], args: list, procs: int, rounds: int, n: int,
+           expect: dict[str, dict]) -> dict[str, list[list[dict]]]:
+    """For each of `procs` repetitions, start one fresh process per spec (set up side by side), then
+    alternate between them in `rounds` chunks of `n` steps (or batches), rotating who goes first.
+    Returns, per spec name, per repetition, the chunks' results. `expect`: what each driver must
+    say when ready (e.g. that its jit went through raximport.jit)."""
+    out: dict[str, list[list[dict]]] = {name: [] for name, *_ in specs}
+    for rep in range(procs):
+        drivers = [Driver(name, script, args, rax, cache) for name, script, rax, cache in specs]
+        for d in drivers:
+            d.ready()
+            for field, want in expect.get(d.name, {}).items():
+                if d.info.get(field) != want:
+                    d.fail(f"{field} is {d.info.get(field)!r}, expected {want!r}")
+            out[d.name].append([])
+        for r in range(rounds):
+            k = (rep + r) % len(drivers)
+            for d in drivers[k:] + drivers[:k]:
+                out[d.name][-1].append(d.run(n))
+        for d in drivers:
+            d.close()
+        print(f"    repetition {rep + 1}/{procs} done ({uptime().split('load average:')[-1].strip()})", flush=True)
+    return out
+
+
+def flat(chunks_by_rep: list[list[dict]], key: str) -> list[float]:
+    return [t for chunks in chunks_by_rep for c in chunks for t in c[key]]
+
+
+def compare(table: Table, runs: dict[str, list[list[dict]]], key: str, scale: float, unit: str, label: str,
+            base: str, other: str, goal: str = "", ok=None) -> bool | None:
+    """Rows for `other` against `base`: pooled medians and their ratio, the paired-chunk ratios, per-process ratios."""
+    for name in (base, other):
+        if not any(r[0] for r in table.rows if r[0].startswith(f"{label} {name}:")):
+            per_proc = [med(flat([c], key)) * scale for c in runs[name]]
+            values = flat(runs[name], key)
+            table.add(f"{label} {name}: median {unit}",
+                      f"{med(values) * scale:.3f} (per process {', '.join(f'{m:.2f}' for m in per_proc)}; "
+                      f"10th percentile {pct(values, 10) * scale:.2f}, n={len(values)})")
+    ratio = med(flat(runs[other], key)) / med(flat(runs[base], key))
+    low = pct(flat(runs[other], key), 10) / pct(flat(runs[base], key), 10)
+    chunk_ratios = [med(o[key]) / med(b[key]) for bs, os_ in zip(runs[base], runs[other]) for b, o in zip(bs, os_)]
+    proc_ratios = [med(flat([o], key)) / med(flat([b], key)) for b, o in zip(runs[base], runs[other])]
+    verdict = ""
+    if ok is not None:
+        verdict = "yes" if ok(ratio) else "NO"
+    table.add(f"{label} {other}/{base}",
+              f"{ratio:.3f} (paired chunks: median {med(chunk_ratios):.3f}, IQR {quartiles(chunk_ratios)}, "
+              f"n={len(chunk_ratios)}; per process {min(proc_ratios):.3f}-{max(proc_ratios):.3f}; "
+              f"10th percentiles {low:.3f})", goal, verdict)
+    return ok(ratio) if ok is not None else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", metavar="PATH", help="also write every measurement to PATH")
+    parser.add_argument("--reps", type=int, default=3,
+                        help="fresh processes per variant, each set alternated chunk by chunk (default 3)")
+    parser.add_argument("--steps", type=int, default=100, help="timed train steps per process (default 100)")
+    parser.add_argument("--chunk", type=int, default=5,
+                        help="steps (tiny jit: batches of 1000 calls) per alternation chunk (default 5)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps after the first (default 10)")
+    parser.add_argument("--first-reps", type=int, default=2, help="cold/warm/plain triples for time to first step (default 2)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 rep, 30 steps, 1 cold/warm/plain triple")
+    parser.add_argument("--only", default="a,b,c,d", help="which parts to run, e.g. a,c (default all)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir with the drivers, caches and stderr")
+    opts = parser.parse_args(argv)
+    if opts.quick:
+        opts.reps, opts.steps, opts.first_reps = 1, 30, 1
+    rounds = max(1, opts.steps // opts.chunk)
+    parts = set(opts.only.split(","))
+
+    tmp = Path(tempfile.mkdtemp(prefix="rax-bench-overhead-"))
+    scripts = {}
+    for name, text in (("gpt_step", GPT_STEP), ("tiny", TINY), ("autojit", AUTOJIT), ("handjit", HANDJIT)):
+        scripts[name] = tmp / f"{name}.py"
+        scripts[name].write_text(text)
+    uptime_start = uptime()
+    print(f"uptime at start: {uptime_start}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, drivers in {tmp}", flush=True)
+    table = Table()
+    goals: list[tuple[str, bool]] = []
+    raw: dict[str, object] = {"uptime_start": uptime_start, "options": vars(opts)}
+    started = time.perf_counter()
+    try:
+        if "a" in parts:
+            print(f"(a) gpt train step: {opts.reps} x (plain, raximport) processes, {rounds} alternating chunks "
+                  f"of {opts.chunk} steps each", flush=True)
+            runs = paired([("plain", scripts["gpt_step"], False, None),
+                           ("raximport", scripts["gpt_step"], True, tmp / "cache-a")],
+                          [opts.warmup], opts.reps, rounds, opts.chunk,
+                          {"plain": {"jit": ["PjitFunction", False]}, "raximport": {"jit": ["PjitFunction", True]}})
+            raw["a"] = runs
+            ok = compare(table, runs, "times", 1e3, "ms/step", "(a) gpt step", "plain", "raximport", "<= 1.01",
+                         lambda r: r <= 1.01)
+            goals.append(("a", bool(ok)))
+            compare(table, runs, "dispatch", 1e6, "us/dispatch", "(a) call", "plain", "raximport")
+        if "b" in parts:
+            batches = opts.chunk
+            print(f"(b) tiny jit: {opts.reps} x (plain, raximport) processes, {rounds} alternating chunks of "
+                  f"{batches} x 1000 calls", flush=True)
+            runs = paired([("plain", scripts["tiny"], False, None), ("raximport", scripts["tiny"], True, tmp / "cache-b")],
+                          [], opts.reps, rounds, batches,
+                          {"plain": {"jit": ["PjitFunction", False]}, "raximport": {"jit": ["PjitFunction", True]}})
+            raw["b"] = runs
+            ok = compare(table, runs, "per_call", 1e6, "us/call", "(b) tiny jit", "plain", "raximport", "<= 1.5",
+                         lambda r: r <= 1.5)
+            goals.append(("b", bool(ok)))
+        if "c" in parts:
+            check = Driver("autojit --verbose", scripts["autojit"], [0], True, tmp / "cache-c-check", verbose=True)
+            check.ready()
+            check.close()
+            announced = [line.strip() for line in check.stderr_text.splitlines() if "jit train_step: static=" in line]
+            if not check.info.get("autojit") or not announced:
+                sys.stderr.write(check.stderr_text)
+                raise SystemExit("(c) auto-jit did not kick in for the no-jit driver")
+            table.add("(c) --verbose says", announced[0])
+            print(f"(c) no jax.jit vs hand-jit: {opts.reps} x (autojit raximport, handjit raximport, handjit plain) "
+                  f"processes, {rounds} alternating chunks of {opts.chunk} steps each", flush=True)
+            runs = paired([("handjit raximport", scripts["handjit"], True, tmp / "cache-c-hand"),
+                           ("autojit raximport", scripts["autojit"], True, tmp / "cache-c-auto"),
+                           ("handjit plain", scripts["handjit"], False, None)],
+                          [opts.warmup], opts.reps, rounds, opts.chunk,
+                          {"handjit raximport": {"jit": ["PjitFunction", True]},
+                           "autojit raximport": {"autojit": True}, "handjit plain": {"jit": ["PjitFunction", False]}})
+            raw["c"] = runs
+            ok = compare(table, runs, "times", 1e3, "ms/step", "(c)", "handjit raximport", "autojit raximport",
+                         "0.98-1.02", lambda r: abs(r - 1) <= 0.02)
+            goals.append(("c", bool(ok)))
+            compare(table, runs, "times", 1e3, "ms/step", "(c)", "handjit plain", "handjit raximport")
+            compare(table, runs, "dispatch", 1e6, "us/dispatch", "(c) call", "handjit raximport", "autojit raximport")
+        if "d" in parts:
+            print(f"(d) time to first step: {opts.first_reps} x (raximport cold, raximport warm, plain), one process "
+                  "at a time", flush=True)
+            found: dict[str, list[dict]] = {"raximport cold": [], "raximport warm": [], "plain": []}
+            for rep in range(opts.first_reps):
+                cache = tmp / f"cache-d-{rep}"
+                for name, rax in (("raximport cold", True), ("raximport warm", True), ("plain", False)):
+                    d = Driver(name, scripts["gpt_step"], [-1], rax, cache)
+                    r = d.ready().info
+                    r["wall_s"] = d.close()
+                    r["ttfs"] = r["first_step_wall"] - d.spawned
+                    found[name].append(r)
+            for name, bucket in found.items():
+                ttfs = [r["ttfs"] for r in bucket]
+                table.add(f"(d) {name}: s to first step",
+                          f"{med(ttfs):.2f} (runs {', '.join(f'{t:.2f}' for t in ttfs)}; import jax "
+                          f"{med([r['top_to_jax_s'] for r in bucket]):.2f}, first step call "
+                          f"{med([r['first_step_s'] for r in bucket]):.2f}, whole process {med([r['wall_s'] for r in bucket]):.2f})")
+            raw["d"] = found
+            cold, warm = found["raximport cold"], found["raximport warm"]
+            ratios = [w["ttfs"] / c["ttfs"] for c, w in zip(cold, warm)]
+            ratio = med([r["ttfs"] for r in warm]) / med([r["ttfs"] for r in cold])
+            table.add("(d) raximport warm/cold", f"{ratio:.3f} (per pair {min(ratios):.3f}-{max(ratios):.3f})",
+                      "<= 0.5", "yes" if ratio <= 0.5 else "NO")
+            goals.append(("d", ratio <= 0.5))
+            plain = med([r["ttfs"] for r in found["plain"]])
+            table.add("(d) raximport cold/plain, warm/plain",
+                      f"{med([r['ttfs'] for r in cold]) / plain:.3f}, {med([r['ttfs'] for r in warm]) / plain:.3f}")
+    finally:
+        if opts.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    uptime_end = uptime()
+    print()
+    table.add("load at start (uptime 1/5/15 min)", uptime_start.split("load average:")[-1].strip())
+    table.add("load at end (uptime 1/5/15 min)", uptime_end.split("load average:")[-1].strip())
+    table.add("benchmark wall time", f"{time.perf_counter() - started:.0f} s")
+    print()
+    table.show()
+    if opts.json:
+        raw["uptime_end"] = uptime_end
+        raw["table"] = table.rows
+        Path(opts.json).write_text(json.dumps(raw, indent=1))
+    missed = [name for name, ok in goals if not ok]
+    print("\nall goals met" if not missed else f"\ngoals missed: {', '.join(missed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
