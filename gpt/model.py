@@ -173,7 +173,7 @@ def merge_heads(x: Float[Array, "batch seq heads head_dim"]) -> Float[Array, "ba
 def mlp(
     x: Float[Array, "batch seq embed"], p: dict[str, Any], config: GPTConfig, key: PRNGKeyArray | None
 ) -> Float[Array, "batch seq embed"]:
-    h: Float[Array, "batch seq hidden"] = jax.nn.gelu(linear(x, p["c_fc"]), approximate=True)
+    h: Float[Array, "batch seq hidden"] = jax.nn.gelu(linear(x, p["c_fc"]), approximate=False)  # exact, as nanoGPT
     return dropout(linear(h, p["c_proj"]), config.dropout, key)
 
 
