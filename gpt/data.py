@@ -181,15 +181,20 @@ def _window(block_size: int) -> np.ndarray:
 
 
 def get_batch(
-    tokens: Integer[np.ndarray, " n"], batch_size: int, block_size: int, rng: np.random.Generator
+    tokens: Integer[np.ndarray, " n"], batch_size: int, block_size: int, rng: np.random.Generator,
+    rows: slice | None = None,
 ) -> tuple[Int[np.ndarray, "batch seq"], Int[np.ndarray, "batch seq"]]:
     """batch_size random windows like nanoGPT: x = tokens[i:i+block], y = tokens[i+1:i+1+block], as int32.
 
-    One fancy-indexed gather of block_size + 1 tokens per row serves both x and y.
+    One fancy-indexed gather of block_size + 1 tokens per row serves both x and y. With `rows`,
+    only those rows of the batch are read (one process's share of a global batch); the rng moves
+    on exactly as for the whole batch.
     """
     if len(tokens) <= block_size:
         raise ValueError(f"need more than block_size={block_size} tokens, got {len(tokens)}")
     starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
+    if rows is not None:
+        starts = starts[rows]
     windows = np.asarray(tokens[starts[:, None] + _window(block_size)], dtype=np.int32)
     return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
 

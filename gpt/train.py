@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import checkpoint
@@ -73,6 +75,11 @@ seed = 1337
 # The default is a rough fp32 peak of a small 2-core AVX-512 CPU (2 cores x 2 FMA x 16 lanes x
 # 2 flop x ~3 GHz); set it to your hardware's number.
 peak_flops = 2e11
+# scaling out (README "Scaling out"): a ("data", "model") mesh over all devices of all processes
+model_parallel = 1  # devices per model replica (attention/MLP weights split over them); the rest: data-parallel
+coordinator_address = ""  # multi-host: process 0's host:port; "" = $JAX_COORDINATOR_ADDRESS, if set
+num_processes = 0  # multi-host: 0 = $JAX_NUM_PROCESSES, or what the cluster says (SLURM, Open MPI)
+process_id = -1  # multi-host: -1 = $JAX_PROCESS_ID, or what the cluster says
 # -----------------------------------------------------------------------------
 DEFAULTS: dict[str, Any] = {
     k: v for k, v in globals().items() if not k.startswith("_") and type(v) in (int, float, bool, str)
@@ -161,28 +168,139 @@ def make_optimizer(cfg: dict[str, Any]) -> optax.GradientTransformation:
     return adamw
 
 
+# ----------------------------------------------------------------------------- devices
+
+
+def init_distributed(cfg: dict[str, Any]) -> None:
+    """jax.distributed.initialize for a multi-process run, from the config or the environment
+    ($JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID; or JAX's own detection of a
+    SLURM / Open MPI job). A no-op for a single process, and when already initialized."""
+    env = os.environ
+    address = cfg.get("coordinator_address") or env.get("JAX_COORDINATOR_ADDRESS", "")
+    n = cfg.get("num_processes", 0) or int(env.get("JAX_NUM_PROCESSES", "0"))
+    pid = cfg.get("process_id", -1)
+    pid = pid if pid >= 0 else int(env.get("JAX_PROCESS_ID", "-1"))
+    cluster = any(int(env.get(name, "1") or 1) > 1 for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
+    if n == 1 or not (address or n > 1 or cluster) or jax.distributed.is_initialized():
+        return
+    jax.distributed.initialize(address or None, n or None, pid if pid >= 0 else None)
+
+
+def make_mesh(model_parallel: int = 1, devices: list | None = None) -> Mesh:
+    """A ("data", "model") mesh over `devices` (default: all devices of all processes), model
+    axis model_parallel long. Built with Mesh (auto axis types): jax.make_mesh's explicit axes
+    make the embedding gather wte[idx] fail."""
+    devices = jax.devices() if devices is None else list(devices)
+    if model_parallel < 1 or len(devices) % model_parallel:
+        raise ConfigError(f"model_parallel={model_parallel} must divide the number of devices, {len(devices)}")
+    return Mesh(np.array(devices).reshape(-1, model_parallel), ("data", "model"))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    """The batch is split evenly over the mesh's data axis: refuse, before compiling, one that is not."""
+    n = mesh.shape["data"]
+    if batch_size % n == 0:
+        return
+    lower, upper = batch_size // n * n, (batch_size // n + 1) * n
+    nearest = f"{lower} or {upper}" if lower else f"{upper}"
+    raise ConfigError(
+        f"batch_size={batch_size} does not divide by the data axis of the device mesh, {n} "
+        f"({mesh.devices.size} devices / model_parallel={mesh.shape['model']}): each data-parallel device "
+        f"takes an equal share of every (micro-)batch; nearest valid batch sizes: {nearest}"
+    )
+
+
+# Megatron-style split of each block's matmuls over the model axis: c_attn / c_fc by output
+# features (column-parallel), the c_proj after them by input features (row-parallel), so a block
+# needs one all-reduce per direction. Everything else (embeddings, LayerNorms) is replicated.
+_COLUMN_PARALLEL = ("c_attn", "c_fc")
+
+
+def param_spec(path: tuple, shape: tuple[int, ...], model: int) -> P:
+    """The PartitionSpec of a parameter, or of an optimizer-state leaf mirroring one (same path tail)."""
+    names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    if model == 1 or len(names) < 2:
+        return P()
+    layer, leaf = names[-2], names[-1]
+    if layer in _COLUMN_PARALLEL:
+        spec = {"w": P(None, "model"), "b": P("model")}.get(leaf)
+    elif layer == "c_proj":
+        spec = {"w": P("model", None)}.get(leaf)
+    else:
+        spec = None
+    if spec is None or any(axis == "model" and shape[i] % model for i, axis in enumerate(spec)):
+        return P()
+    return spec
+
+
+def tree_shardings(tree: Any, mesh: Mesh) -> Any:
+    """A NamedSharding for every leaf of tree (parameters, optimizer state), after param_spec."""
+    model = mesh.shape["model"]
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: NamedSharding(mesh, param_spec(path, x.shape, model)), tree
+    )
+
+
+def state_shardings(model_config: GPTConfig, optimizer: optax.GradientTransformation, mesh: Mesh) -> tuple[Any, Any]:
+    """(parameter shardings, optimizer-state shardings): one replicated NamedSharding (a pytree
+    prefix) without model parallelism, else one per leaf."""
+    if mesh.shape["model"] == 1:
+        replicated = NamedSharding(mesh, P())
+        return replicated, replicated
+    shapes = jax.eval_shape(partial(init_params, model_config), jax.random.key(0))
+    return tree_shardings(shapes, mesh), tree_shardings(jax.eval_shape(optimizer.init, shapes), mesh)
+
+
+def place(tree: Any, shardings: Any) -> Any:
+    """Host arrays (the same on every process, e.g. a loaded checkpoint) onto their shardings;
+    shardings may be a single NamedSharding for the whole tree."""
+    if isinstance(shardings, NamedSharding):
+        shardings = jax.tree_util.tree_map(lambda _: shardings, tree)
+
+    def put(x: Any, s: NamedSharding) -> Array:
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
+
+    return jax.tree_util.tree_map(put, tree, shardings)
+
+
 OPTIMIZER_KEYS = (
     "learning_rate", "min_lr", "warmup_iters", "lr_decay_iters", "decay_lr",
     "beta1", "beta2", "weight_decay", "grad_clip",
 )
-_steps: dict[tuple, tuple] = {}  # jitted steps by (model config, optimizer settings, accum)
+_steps: dict[tuple, tuple] = {}  # jitted steps by (model config, optimizer settings, accum, mesh)
 
 
-def make_steps(model_config: GPTConfig, cfg: dict[str, Any]) -> tuple[optax.GradientTransformation, Any, Any]:
-    """(optimizer, train_step, eval_step) for this model and optimizer config, made once per
-    process so that repeated train() calls (tests, notebooks) reuse the compiled steps."""
+def make_steps(
+    model_config: GPTConfig, cfg: dict[str, Any], mesh: Mesh | None = None
+) -> tuple[optax.GradientTransformation, Any, Any]:
+    """(optimizer, train_step, eval_step) for this model and optimizer config on `mesh` (default:
+    all devices, cfg's model_parallel), made once per process so that repeated train() calls
+    (tests, notebooks) reuse the compiled steps."""
     accum = cfg["gradient_accumulation_steps"]
-    k = (model_config, accum, tuple(cfg[name] for name in OPTIMIZER_KEYS))
+    mesh = mesh if mesh is not None else make_mesh(cfg.get("model_parallel", 1))
+    k = (model_config, accum, tuple(cfg[name] for name in OPTIMIZER_KEYS), mesh)
     if k not in _steps:
         optimizer = make_optimizer(cfg)
-        _steps[k] = (optimizer, make_train_step(model_config, optimizer, accum), make_eval_step(model_config))
+        _steps[k] = (
+            optimizer,
+            make_train_step(model_config, optimizer, accum, mesh),
+            make_eval_step(model_config, mesh, optimizer),
+        )
     return _steps[k]
 
 
-def make_train_step(model_config: GPTConfig, optimizer: optax.GradientTransformation, accum: int):
+def make_train_step(
+    model_config: GPTConfig, optimizer: optax.GradientTransformation, accum: int, mesh: Mesh | None = None
+):
     """The jitted update: (params, opt_state, key, x, y) -> (params, opt_state, key, loss).
     x, y hold accum * batch_size rows; gradients are accumulated over accum micro-batches with
-    lax.scan. params and opt_state are donated (updated in place)."""
+    lax.scan. params and opt_state are donated (updated in place).
+
+    On a mesh, the step is jitted with explicit in/out shardings: x, y split along "data",
+    parameters and optimizer state replicated or split along "model" (state_shardings), the key
+    and loss replicated; XLA inserts the gradient all-reduce. Explicit shardings also make
+    raximport's memory check (which compiles the step again with the same options) per device."""
     use_dropout = model_config.dropout > 0.0
     grad_fn = jax.value_and_grad(loss_fn)
 
@@ -199,6 +317,8 @@ def make_train_step(model_config: GPTConfig, optimizer: optax.GradientTransforma
         else:
             xs = x.reshape(accum, -1, x.shape[1])
             ys = y.reshape(accum, -1, y.shape[1])
+            if mesh is not None and mesh.shape["data"] > 1:  # every micro-batch split over "data"
+                xs, ys = jax.lax.with_sharding_constraint((xs, ys), NamedSharding(mesh, P(None, "data")))
             keys = jax.random.split(step_key, accum)
 
             def micro_step(carry, inputs):
@@ -215,14 +335,28 @@ def make_train_step(model_config: GPTConfig, optimizer: optax.GradientTransforma
         params = optax.apply_updates(params, updates)
         return params, opt_state, key, loss
 
-    return jax.jit(train_step, donate_argnums=(0, 1, 2))
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=(0, 1, 2))
+    param_s, opt_s = state_shardings(model_config, optimizer, mesh)
+    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    return jax.jit(
+        train_step, donate_argnums=(0, 1, 2),
+        in_shardings=(param_s, opt_s, replicated, batch, batch),
+        out_shardings=(param_s, opt_s, replicated, replicated),
+    )
 
 
-def make_eval_step(model_config: GPTConfig):
+def make_eval_step(
+    model_config: GPTConfig, mesh: Mesh | None = None, optimizer: optax.GradientTransformation | None = None
+):
     def eval_step(params: Params, x: Int[Array, "batch seq"], y: Int[Array, "batch seq"]) -> Float[Array, ""]:
         return loss_fn(params, x, y, model_config, None)
 
-    return jax.jit(eval_step)
+    if mesh is None:
+        return jax.jit(eval_step)
+    param_s = state_shardings(model_config, optimizer or optax.identity(), mesh)[0]
+    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    return jax.jit(eval_step, in_shardings=(param_s, batch, batch), out_shardings=replicated)
 
 
 def estimate_mfu(n_params: int, mc: GPTConfig, tokens_per_iter: int, dt: float, peak: float) -> float:
@@ -239,8 +373,30 @@ def model_config_from(cfg: dict[str, Any], vocab_size: int) -> GPTConfig:
     )
 
 
-def _to_jax_batch(x: np.ndarray, y: np.ndarray) -> tuple[Array, Array]:
-    return jax.device_put(x), jax.device_put(y)
+def batch_loader(mesh: Mesh, block_size: int):
+    """data.get_batch onto the mesh: load(tokens, n, rng) -> (x, y), global arrays of n rows split
+    along "data". Every process draws the same n window starts (its rng stays in step with the
+    others') but reads only the rows its own devices hold."""
+    sharding = NamedSharding(mesh, P("data"))
+    if jax.process_count() == 1:
+        if mesh.devices.size == 1:
+            put = jax.device_put  # as on one device without a mesh: the step's jit places it
+        else:
+            put = partial(jax.device_put, device=sharding)
+
+        def load(tokens: np.ndarray, n: int, rng: np.random.Generator) -> tuple[Array, Array]:
+            x, y = data.get_batch(tokens, n, block_size, rng)
+            return put(x), put(y)
+
+        return load
+
+    def load(tokens: np.ndarray, n: int, rng: np.random.Generator) -> tuple[Array, Array]:
+        spans = [index[0] for index in sharding.addressable_devices_indices_map((n, block_size)).values()]
+        rows = slice(min(s.start or 0 for s in spans), max(n if s.stop is None else s.stop for s in spans))
+        x, y = data.get_batch(tokens, n, block_size, rng, rows=rows)
+        return tuple(jax.make_array_from_process_local_data(sharding, a, (n, block_size)) for a in (x, y))
+
+    return load
 
 
 class _StopFlag:
@@ -273,7 +429,9 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    console = console or Console()
+    init_distributed(cfg)  # before anything else touches JAX
+    is_main = jax.process_index() == 0  # only process 0 logs and writes checkpoints
+    console = (console or Console()) if is_main else Console(quiet=True)
     out = Path(cfg["out_dir"])
     accum = cfg["gradient_accumulation_steps"]
     tokens_per_iter = accum * cfg["batch_size"] * cfg["block_size"]
@@ -297,18 +455,32 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
     else:
         raise ConfigError(f"init_from must be 'scratch' or 'resume', not {cfg['init_from']!r}")
 
-    optimizer, train_step, eval_step = make_steps(model_config, cfg)
+    mesh = make_mesh(cfg["model_parallel"])
+    check_batch_size(cfg["batch_size"], mesh)  # before compiling anything
+    load_batch = batch_loader(mesh, model_config.block_size)
+    optimizer, train_step, eval_step = make_steps(model_config, cfg, mesh)
+    param_s, opt_s = state_shardings(model_config, optimizer, mesh)
+    replicated = NamedSharding(mesh, P())
     key = jax.random.key(cfg["seed"])
     key, init_key = jax.random.split(key)
-    params = jax.jit(init_params, static_argnums=0)(model_config, init_key)
-    opt_state = optimizer.init(params)
+    if mesh.devices.size == 1:
+        params = jax.jit(init_params, static_argnums=0)(model_config, init_key)
+        opt_state = optimizer.init(params)
+    else:
+        params = jax.jit(init_params, static_argnums=0, out_shardings=param_s)(model_config, init_key)
+        opt_state = jax.jit(optimizer.init, out_shardings=opt_s)(params)
+        key = jax.random.wrap_key_data(place(jax.random.key_data(key), replicated))
     np_rng = np.random.default_rng(cfg["seed"])
     if cfg["init_from"] == "resume":
         template = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key)}
         state, ck_meta = checkpoint.load(out / "last.npz", template)
-        params = jax.tree_util.tree_map(jnp.asarray, state["params"])
-        opt_state = jax.tree_util.tree_map(jnp.asarray, state["opt_state"])
-        key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
+        if mesh.devices.size == 1:
+            params = jax.tree_util.tree_map(jnp.asarray, state["params"])
+            opt_state = jax.tree_util.tree_map(jnp.asarray, state["opt_state"])
+            key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
+        else:
+            params, opt_state = place(state["params"], param_s), place(state["opt_state"], opt_s)
+            key = jax.random.wrap_key_data(place(state["key"], replicated))
         np_rng.bit_generator.state = ck_meta["np_rng_state"]
         iter_num, best_val_loss = ck_meta["iter_num"], ck_meta["best_val_loss"]
         console.print(f"resuming from {out / 'last.npz'} at iteration {iter_num}")
@@ -319,9 +491,20 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         f"vocab {model_config.vocab_size}, {n_params / 1e6:.2f}M parameters; "
         f"tokens per iteration {tokens_per_iter:,}"
     )
+    if mesh.devices.size > 1:
+        console.print(
+            f"mesh: {mesh.devices.size} devices ({jax.process_count()} process"
+            f"{'es' if jax.process_count() > 1 else ''}), data {mesh.shape['data']} x model {mesh.shape['model']}"
+        )
 
     def save(name: str) -> None:
         tree = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key)}
+        if jax.process_count() > 1:  # every process takes part in the gather; process 0 writes
+            from jax.experimental import multihost_utils
+
+            tree = multihost_utils.process_allgather(tree, tiled=True)
+        if not is_main:
+            return
         ck = {
             "iter_num": iter_num, "best_val_loss": best_val_loss, "config": cfg,
             "model_args": model_config.to_dict(), "np_rng_state": np_rng.bit_generator.state,
@@ -334,7 +517,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         for i, split in enumerate(("train", "val")):
             rng = np.random.default_rng([cfg["seed"], iter_num, i])  # fixed per eval: no drift of np_rng
             losses = [
-                eval_step(params, *_to_jax_batch(*data.get_batch(splits[split], cfg["batch_size"], model_config.block_size, rng)))
+                eval_step(params, *load_batch(splits[split], cfg["batch_size"], rng))
                 for _ in range(cfg["eval_iters"])
             ]
             result[split] = float(jnp.mean(jnp.stack(losses)))
@@ -345,7 +528,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
     ]
-    log_lines = not console.is_terminal  # in a pipe or log file: nanoGPT-style lines instead of a bar
+    log_lines = not console.is_terminal or not is_main  # in a pipe or log file: nanoGPT-style lines, no bar
     t0 = time.perf_counter()
     last_log_iter, running_mfu = iter_num, -1.0
     with _StopFlag() as stop, Progress(*columns, console=console, disable=log_lines) as progress:
@@ -369,8 +552,8 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
             if cfg["eval_only"] or iter_num >= cfg["max_iters"]:
                 break
 
-            x, y = data.get_batch(splits["train"], accum * cfg["batch_size"], model_config.block_size, np_rng)
-            params, opt_state, key, loss = train_step(params, opt_state, key, *_to_jax_batch(x, y))
+            x, y = load_batch(splits["train"], accum * cfg["batch_size"], np_rng)
+            params, opt_state, key, loss = train_step(params, opt_state, key, x, y)
             iter_num += 1
 
             if iter_num % cfg["log_interval"] == 0 or stop.stop:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from raximport.memory import Budget, Footprint, current_rss, find_batch_axes, host_free, predict_peak
+from raximport.memory import (
+    CPU_RUNTIME_OVERHEAD, Budget, Footprint, current_rss, find_batch_axes, host_free, predict_peak,
+)
 from tests.helpers import write
 
 STEP = """
@@ -46,7 +48,9 @@ def test_budget_and_prediction_arithmetic() -> None:
     fp = Footprint(arguments=100, outputs=40, aliased=30, temps=500, code=0)
     assert fp.step == 510
     assert predict_peak(Budget(10**9, 1000, "test", "gpu"), fp) == 1510
-    assert predict_peak(Budget(10**9, 1000, "test", "gpu"), fp, devices=4) == 1000 + 4 * 510
+    # per device: each accelerator has its own budget; forced CPU devices all share the host's
+    assert predict_peak(Budget(10**9, 1000, "test", "gpu"), fp, devices=4) == 1510
+    assert predict_peak(Budget(10**9, 1000, "test", "cpu"), fp, devices=4) == 1000 + 4 * 510 + CPU_RUNTIME_OVERHEAD
     assert Budget(1000, 0, "test").usable == 970
 
 
