@@ -165,7 +165,9 @@ def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
     it has caused a few compiles it is traced instead, unless that fails (it is used as a shape).
     """
     compiled: dict[tuple[tuple[int, ...], tuple[str, ...]], Callable[..., Any]] = {}
-    by_types: dict[tuple[Any, ...], Callable[..., Any] | None] = {}  # the fast path: layout from argument types
+    # The fast path: the layout by argument types, decided from the values of the first call with
+    # those types; a call whose contents disagree (jit refuses it) is decided again from its values.
+    by_types: dict[tuple[Any, ...], Callable[..., Any] | None] = {}
     state: dict[str, Any] = {"eager": False, "hints": None, "traced_ints": set(), "trying": set()}
 
     def on_churn(changes: list[tuple[str, Any, Any]]) -> bool:
@@ -197,10 +199,11 @@ def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         types = (*map(type, args), *kwargs, *map(type, kwargs.values()))
         jitted = by_types.get(types, choose)
-        if jitted is choose:
+        from_types = jitted is not choose
+        if not from_types:
             jitted = choose(args, kwargs)
-            if not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
-                by_types[types] = jitted  # the verdict depended on types only
+            if jitted is not None or not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
+                by_types[types] = jitted
         if jitted is None:
             return fn(*args, **kwargs)
         try:
@@ -208,6 +211,9 @@ def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if not _introduced_by_jit(exc):
                 raise
+            if from_types:  # same types as an earlier call, other contents (a tuple of arrays, not of ints)
+                del by_types[types]
+                return auto(*args, **kwargs)
             if state["trying"]:  # the int is used as a shape after all: static it stays
                 names, state["trying"] = state["trying"], set()
                 state["traced_ints"] -= names

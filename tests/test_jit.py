@@ -314,3 +314,17 @@ print(counters.scaled(jnp.ones(2), {"scale": 2.0, "name": "a config with strings
     assert "'n' changes on every call and sets a shape" in result.stderr
     assert "pinned has been compiled 5 times" in result.stderr  # annotated `int`: it stays a Python int
     assert "runs without jit" not in result.stderr
+
+
+def test_same_types_other_contents_are_decided_again(load) -> None:
+    mod = load("auto_contents", """
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+def scaled(x: Float[Array, "n"], factors) -> Float[Array, "n"]:
+    return x * jnp.asarray(factors).sum()
+""")
+    x = jnp.ones(2)
+    assert mod.scaled(x, (1, 2)).tolist() == [3.0, 3.0]  # a tuple of ints: static
+    assert mod.scaled(x, (jnp.float32(1), jnp.float32(3))).tolist() == [4.0, 4.0]  # of arrays: traced
+    assert mod.scaled(x, (2, 2)).tolist() == [4.0, 4.0]
