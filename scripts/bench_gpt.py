@@ -2,6 +2,7 @@
 
     python scripts/bench_gpt.py                                  # JAX: steady state + first iteration
     python scripts/bench_gpt.py --nanogpt /tmp/nanoGPT           # ... and nanoGPT eager / torch.compile
+    python scripts/bench_gpt.py --devices 1,2,4                  # data-parallel over 1, 2, 4 devices
 
 Steady state: the median over --iters iterations (after --warmup) of one whole training
 iteration as train.py runs it (get_batch, device_put, jitted step, block_until_ready on the
@@ -11,6 +12,10 @@ Time to first iteration: a fresh process from start to the end of its first step
 persistent compilation cache) and warm (the same cache, populated by the cold run).
 
 nanoGPT needs data/shakespeare_char/{train,val}.bin and meta.pkl in its checkout (its prepare.py).
+
+--devices N,M,...: the steady state in one child process per count, each over that many devices
+(on a CPU forced host devices, XLA_FLAGS=--xla_force_host_platform_device_count=N; they share the
+same cores, so this measures the cost of sharding rather than a speed-up), batch split over "data".
 """
 
 import argparse
@@ -62,16 +67,15 @@ def make_run(args):
     tokens = data.load_split(dataset_dir, "train")
     mc = train.model_config_from(cfg, data.load_meta(dataset_dir)["vocab_size"])
     opt, step, _ = train.make_steps(mc, cfg)
+    load = train.batch_loader(train.make_mesh(cfg["model_parallel"]), cfg["block_size"])  # as train.py
     key = jax.random.key(cfg["seed"])
     state = {"params": jax.jit(init_params, static_argnums=0)(mc, key)}
     state["opt"], state["key"] = opt.init(state["params"]), key
     rng = np.random.default_rng(0)
 
     def one_iteration():
-        x, y = data.get_batch(tokens, cfg["batch_size"], cfg["block_size"], rng)
-        state["params"], state["opt"], state["key"], loss = step(
-            state["params"], state["opt"], state["key"], jax.device_put(x), jax.device_put(y)
-        )
+        x, y = load(tokens, cfg["batch_size"], rng)
+        state["params"], state["opt"], state["key"], loss = step(state["params"], state["opt"], state["key"], x, y)
         return float(loss)
 
     return one_iteration, cfg["batch_size"] * cfg["block_size"]
@@ -96,6 +100,19 @@ def steady(args) -> dict:
         times.append(time.perf_counter() - t)
     ms = statistics.median(times) * 1000
     return {"ms_per_iter": ms, "tokens_per_s": tokens / ms * 1000}
+
+
+def steady_on_devices(args, n: int) -> dict:
+    """steady() in a child process over n devices (forced host devices on a CPU)."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={n}"])
+    cmd = [sys.executable, __file__, "--steady-child", f"--data_dir={args.data_dir}", f"--dtype={args.dtype}",
+           f"--iters={args.iters}", f"--warmup={args.warmup}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"the {n}-device run failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def time_to_first_iteration(args) -> dict:
@@ -135,11 +152,18 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--nanogpt", type=Path, help="a karpathy/nanoGPT checkout with data/shakespeare_char prepared")
     p.add_argument("--no-first-iter", action="store_true", help="skip the cold/warm first-iteration runs")
+    p.add_argument("--devices", help="comma-separated device counts, e.g. 1,2,4: tokens/s on each (data-parallel)")
     p.add_argument("--first-iter", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--steady-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.first_iter:
         return first_iteration(args)
+    if args.steady_child:
+        import jax
+
+        print(json.dumps({**steady(args), "devices": jax.device_count()}))
+        return None
 
     from rich.console import Console
     from rich.table import Table
@@ -148,6 +172,8 @@ def main() -> None:
     console.print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs")
     if args.input:
         make_run(args)  # prepares the data once, before the timed child processes
+    if args.devices:
+        return devices_table(args, console)
     results = {}
     results["jax"] = steady(args)
     console.print(f"jax: {results['jax']}")
@@ -174,6 +200,24 @@ def main() -> None:
             console.print(f"time to first iteration ({label} compilation cache): {r['first_iter_s']:.2f} s "
                           f"(process {r['process_s']:.2f} s)")
     print(json.dumps(results))
+
+
+def devices_table(args, console) -> None:
+    from rich.table import Table
+
+    results = {}
+    for n in (int(d) for d in args.devices.split(",")):
+        results[n] = steady_on_devices(args, n)
+        console.print(f"{n} device(s): {results[n]}")
+    table = Table(title=f"CPU config (4x128, block 64, batch 12), {args.dtype}, data-parallel, "
+                        f"median of {args.iters} iterations")
+    for col in ("devices", "ms/iter", "tokens/s", "vs first"):
+        table.add_column(col, justify="right")
+    first = next(iter(results.values()))["tokens_per_s"]
+    for n, r in results.items():
+        table.add_row(str(n), f"{r['ms_per_iter']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['tokens_per_s'] / first:.2f}x")
+    console.print(table)
+    print(json.dumps({"devices": results}))
 
 
 if __name__ == "__main__":
