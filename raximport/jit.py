@@ -16,6 +16,7 @@ import enum
 import functools
 import inspect
 import re
+import types
 import typing
 from typing import Any, Callable
 
@@ -255,9 +256,20 @@ def _annotation_hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, str]
             continue
         if getattr(hint, "dim_str", None) is not None or _is_array_type(hint):
             verdicts[name] = DYNAMIC
-        elif hint in (int, bool, str) or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        elif _is_python_value_type(hint):  # `temperature: float` must stay a Python float to pass its check
             verdicts[name] = STATIC
     return names, verdicts
+
+
+_PYTHON_VALUES = (int, float, bool, str, type(None))
+
+
+def _is_python_value_type(hint: Any) -> bool:
+    """`int`, `float`, `bool`, `str`, an enum, or a union of those and None (`int | None`)."""
+    if hint in _PYTHON_VALUES or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        return True
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
+    return bool(members) and all(_is_python_value_type(m) for m in members)
 
 
 def _is_array_type(hint: Any) -> bool:

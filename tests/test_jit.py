@@ -328,3 +328,15 @@ def scaled(x: Float[Array, "n"], factors) -> Float[Array, "n"]:
     assert mod.scaled(x, (1, 2)).tolist() == [3.0, 3.0]  # a tuple of ints: static
     assert mod.scaled(x, (jnp.float32(1), jnp.float32(3))).tolist() == [4.0, 4.0]  # of arrays: traced
     assert mod.scaled(x, (2, 2)).tolist() == [4.0, 4.0]
+
+
+def test_parameters_annotated_as_python_values_stay_static(load) -> None:
+    mod = load("auto_pyvalues", """
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+def sharpen(logits: Float[Array, "n"], temperature: float, top_k: int | None = None) -> Float[Array, "n"]:
+    return logits / temperature
+""")
+    assert mod.sharpen(jnp.ones(2), 0.5).tolist() == [2.0, 2.0]  # a traced float would fail `float`
+    assert mod.sharpen(jnp.ones(2), 0.25, top_k=None).tolist() == [4.0, 4.0]
