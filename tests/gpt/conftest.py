@@ -6,3 +6,21 @@ from pathlib import Path
 GPT_DIR = Path(__file__).resolve().parents[2] / "gpt"
 if str(GPT_DIR) not in sys.path:
     sys.path.insert(0, str(GPT_DIR))
+
+import data  # noqa: E402  (gpt/ is on sys.path from here on)
+import pytest  # noqa: E402
+
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n"
+    "First Citizen:\nFirst, you know Caius Marcius is chief enemy to the people.\n\n"
+) * 40
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    text = root / "input.txt"
+    text.write_text(TEXT)
+    data.prepare("shakespeare_char", root, input_path=text)
+    return root
