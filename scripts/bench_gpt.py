@@ -4,6 +4,8 @@
     python scripts/bench_gpt.py --nanogpt /tmp/nanoGPT           # ... and nanoGPT eager / torch.compile
     python scripts/bench_gpt.py --devices 1,2,4                  # data-parallel over 1, 2, 4 devices
 
+The JAX runs use one device per CPU core, as train.py does (its cpu_devices setting).
+
 Steady state: the median over --iters iterations (after --warmup) of one whole training
 iteration as train.py runs it (get_batch, device_put, jitted step, block_until_ready on the
 loss), like the "time" nanoGPT prints with --log_interval=1.
@@ -59,6 +61,7 @@ def make_run(args):
     from model import init_params
 
     cfg = train.parse_config([str(CPU_CONFIG), f"--data_dir={args.data_dir}", f"--dtype={args.dtype}"])
+    train.use_cpu_cores(cfg)  # as train.py's main: one device per core (unless XLA_FLAGS says otherwise)
     if args.input:
         dataset_dir = Path(args.data_dir) / cfg["dataset"]
         if not (dataset_dir / "meta.json").exists():
@@ -187,7 +190,10 @@ def main() -> None:
     if not args.no_first_iter:
         results["first iteration"] = time_to_first_iteration(args)
 
-    table = Table(title=f"CPU config (4x128, block 64, batch 12), {args.dtype}, median of {args.iters} iterations")
+    import jax
+
+    table = Table(title=f"CPU config (4x128, block 64, batch 12), {args.dtype}, {jax.device_count()} JAX device(s), "
+                        f"median of {args.iters} iterations")
     for col in ("run", "ms/iter", "tokens/s", "vs jax"):
         table.add_column(col, justify="right")
     jax_ms = min(results["jax"]["ms_per_iter"], results.get("jax (again)", results["jax"])["ms_per_iter"])

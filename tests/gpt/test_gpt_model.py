@@ -149,3 +149,10 @@ def test_annotations_pass_jaxtyping_beartype_at_runtime():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-4000:]
     assert "REFUSED" in r.stdout and "OK" in r.stdout
+
+
+def test_gelu_is_exact_gelu():
+    x = jnp.linspace(-8.0, 8.0, 10_001)
+    assert jnp.max(jnp.abs(model.gelu(x) - jax.nn.gelu(x, approximate=False))) < 2e-6
+    grad = jax.vmap(jax.grad(model.gelu))(x)
+    assert jnp.max(jnp.abs(grad - jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x))) < 2e-6

@@ -127,6 +127,30 @@ def test_batch_not_divisible_by_the_data_axis_is_refused_before_compiling(tmp_pa
     assert "iter " not in r.stdout and not list(tmp_path.glob("*.npz"))
 
 
+@pytest.mark.parametrize("batch_size, cpu_devices", [(4, 2), (3, 0), (4, 0)])
+def test_train_py_splits_the_batch_over_one_device_per_core(tmp_path, data_dir, batch_size, cpu_devices):
+    env = env_with_devices(1)
+    del env["XLA_FLAGS"]  # as a user runs it
+    r = subprocess.run([sys.executable, str(ROOT / "gpt" / "train.py"), str(TINY), f"--data_dir={data_dir}",
+                        f"--out_dir={tmp_path}", f"--batch_size={batch_size}", f"--cpu_devices={cpu_devices}",
+                        "--max_iters=2", "--eval_interval=2"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cores = os.cpu_count() or 1
+    n = cpu_devices or max(d for d in range(1, cores + 1) if batch_size % d == 0)  # the most cores dividing the batch
+    if n > 1:
+        assert f"mesh: {n} devices (1 process), data {n} x model 1" in r.stdout
+    else:
+        assert "mesh:" not in r.stdout  # one device: no mesh to speak of
+
+
+def test_cpu_devices_once_jax_is_running():
+    jax.devices()  # the backend is up
+    train.use_cpu_cores({"cpu_devices": 0, "batch_size": 12})  # automatic: left as it is
+    with pytest.raises(train.ConfigError, match="cpu_devices=2: JAX's backend is already initialized"):
+        train.use_cpu_cores({"cpu_devices": 2, "batch_size": 12})
+
+
 def test_batch_and_mesh_errors_name_the_numbers():
     mesh = SimpleNamespace(shape={"data": 4, "model": 2}, devices=SimpleNamespace(size=8))
     train.check_batch_size(8, mesh)
