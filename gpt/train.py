@@ -532,11 +532,11 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         result = {}
         for i, split in enumerate(("train", "val")):
             rng = np.random.default_rng([cfg["seed"], iter_num, i])  # fixed per eval: no drift of np_rng
-            losses = [
-                eval_step(params, *load_batch(splits[split], cfg["batch_size"], rng))
+            losses = [  # float(): one step at a time, as in training
+                float(eval_step(params, *load_batch(splits[split], cfg["batch_size"], rng)))
                 for _ in range(cfg["eval_iters"])
             ]
-            result[split] = float(jnp.mean(jnp.stack(losses)))
+            result[split] = float(np.mean(losses))
         return result
 
     summary: dict[str, Any] = {"losses": {}, "evals": {}, "interrupted": False}
@@ -549,6 +549,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
     last_log_iter, running_mfu = iter_num, -1.0
     with _StopFlag() as stop, Progress(*columns, console=console, disable=log_lines) as progress:
         task = progress.add_task("train", total=cfg["max_iters"], completed=iter_num, stats="")
+        loss = None
         while True:
             if iter_num % cfg["eval_interval"] == 0 or iter_num == cfg["max_iters"]:
                 losses = estimate_loss()
@@ -568,12 +569,14 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
             if cfg["eval_only"] or iter_num >= cfg["max_iters"]:
                 break
 
-            x, y = load_batch(splits["train"], accum * cfg["batch_size"], np_rng)
+            x, y = load_batch(splits["train"], accum * cfg["batch_size"], np_rng)  # while the last step runs
+            if loss is not None:  # one step in flight: queued multi-device steps can deadlock XLA:CPU's all-reduce
+                loss.block_until_ready()
             params, opt_state, key, loss = train_step(params, opt_state, key, x, y)
             iter_num += 1
 
             if iter_num % cfg["log_interval"] == 0 or stop.stop:
-                lossf = float(loss)  # waits for the step: the only sync in the loop
+                lossf = float(loss)  # waits for this step
                 t1 = time.perf_counter()
                 dt = (t1 - t0) / max(iter_num - last_log_iter, 1)
                 t0, last_log_iter = t1, iter_num

@@ -144,6 +144,20 @@ def test_train_py_splits_the_batch_over_one_device_per_core(tmp_path, data_dir, 
         assert "mesh:" not in r.stdout  # one device: no mesh to speak of
 
 
+@pytest.mark.slow
+def test_a_long_unlogged_run_on_two_cpu_devices_finishes(tmp_path, data_dir):
+    """Steps queued without a sync deadlock XLA:CPU's all-reduce between host devices (jaxlib
+    0.10: 'only 1 of them arrived', abort after 40 s); train.py keeps one step in flight."""
+    env = env_with_devices(1)
+    del env["XLA_FLAGS"]
+    cpu_config = ROOT / "config" / "train_shakespeare_char_cpu.py"  # the tiny model's steps did not hang
+    r = subprocess.run([sys.executable, str(ROOT / "gpt" / "train.py"), str(cpu_config), f"--data_dir={data_dir}",
+                        f"--out_dir={tmp_path}", "--cpu_devices=2", "--max_iters=200", "--eval_interval=1000",
+                        "--log_interval=1000"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "step 200: train loss" in r.stdout
+
+
 def test_cpu_devices_once_jax_is_running():
     jax.devices()  # the backend is up
     train.use_cpu_cores({"cpu_devices": 0, "batch_size": 12})  # automatic: left as it is
