@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         "auto: download, falling back to the package when offline (default: %(default)s)",
     )
     parser.add_argument("--input", type=Path, help="use this text file instead (overrides --source)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="output root (default: %(default)s)")
+    parser.add_argument("--data-dir", "--data_dir", type=Path, default=Path("data"),  # train.py spells it data_dir
+                        help="output root (default: %(default)s)")
     args = parser.parse_args(argv)
 
     dataset_dir = prepare(args.dataset, args.data_dir, args.source, args.input)

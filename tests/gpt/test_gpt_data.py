@@ -151,8 +151,9 @@ def test_unknown_names_list_the_valid_ones(tmp_path: Path):
         data.load_split(tmp_path, "test")
 
 
-def test_cli(tmp_path: Path, sample_file: Path, capsys: pytest.CaptureFixture):
-    data.main(["shakespeare_char", "--input", str(sample_file), "--data-dir", str(tmp_path)])
+@pytest.mark.parametrize("flag", ["--data-dir", "--data_dir"])  # the second as train.py spells it
+def test_cli(tmp_path: Path, sample_file: Path, capsys: pytest.CaptureFixture, flag: str):
+    data.main(["shakespeare_char", "--input", str(sample_file), flag, str(tmp_path)])
     out = capsys.readouterr().out
     assert "vocab size" in out and f"{int(len(SAMPLE) * 0.9):,}" in out
     assert json.loads((tmp_path / "shakespeare_char" / "meta.json").read_text())["dataset"] == "shakespeare_char"
