@@ -550,6 +550,9 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
     with _StopFlag() as stop, Progress(*columns, console=console, disable=log_lines) as progress:
         task = progress.add_task("train", total=cfg["max_iters"], completed=iter_num, stats="")
         loss = None
+        # On several CPU devices, steps queued without a sync deadlock XLA:CPU's all-reduce (jaxlib
+        # 0.10): keep one step in flight there. Accelerators keep JAX's usual asynchronous queue.
+        one_in_flight = jax.default_backend() == "cpu" and mesh.devices.size > 1
         while True:
             if iter_num % cfg["eval_interval"] == 0 or iter_num == cfg["max_iters"]:
                 losses = estimate_loss()
@@ -570,7 +573,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
                 break
 
             x, y = load_batch(splits["train"], accum * cfg["batch_size"], np_rng)  # while the last step runs
-            if loss is not None:  # one step in flight: queued multi-device steps can deadlock XLA:CPU's all-reduce
+            if one_in_flight and loss is not None:
                 loss.block_until_ready()
             params, opt_state, key, loss = train_step(params, opt_state, key, x, y)
             iter_num += 1
