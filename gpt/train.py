@@ -193,7 +193,8 @@ def use_cpu_cores(cfg: dict[str, Any]) -> None:
     faster (1.4x for the CPU config on 2 cores). Only for a single process whose backend is not
     up yet, and not when $XLA_FLAGS already forces a host device count."""
     n = cfg["cpu_devices"] or max(d for d in range(1, (os.cpu_count() or 1) + 1) if cfg["batch_size"] % d == 0)
-    if n == 1 or jax.distributed.is_initialized() or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    forced = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if n == 1 or forced or jax.distributed.is_initialized():
         return
     try:
         jax.config.update("jax_num_cpu_devices", n)
@@ -532,7 +533,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         result = {}
         for i, split in enumerate(("train", "val")):
             rng = np.random.default_rng([cfg["seed"], iter_num, i])  # fixed per eval: no drift of np_rng
-            losses = [  # float(): one step at a time, as in training
+            losses = [  # float(): one batch at a time, never a queue of multi-device steps (see one_in_flight)
                 float(eval_step(params, *load_batch(splits[split], cfg["batch_size"], rng)))
                 for _ in range(cfg["eval_iters"])
             ]

@@ -159,8 +159,9 @@ def test_a_long_unlogged_run_on_two_cpu_devices_finishes(tmp_path, data_dir):
 
 
 def test_cpu_devices_once_jax_is_running():
-    jax.devices()  # the backend is up
+    devices = jax.devices()  # the backend is up
     train.use_cpu_cores({"cpu_devices": 0, "batch_size": 12})  # automatic: left as it is
+    assert jax.devices() == devices
     with pytest.raises(train.ConfigError, match="cpu_devices=2: JAX's backend is already initialized"):
         train.use_cpu_cores({"cpu_devices": 2, "batch_size": 12})
 
