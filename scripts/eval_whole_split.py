@@ -29,9 +29,14 @@ def from_nanogpt(path: Path) -> tuple[Params, GPTConfig]:
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    sd = {k.removeprefix("_orig_mod."): v.float().numpy() for k, v in ckpt["model"].items()}
     args = ckpt["model_args"]
     config = GPTConfig(**{k: args[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")})
+    return nanogpt_params(ckpt["model"], config), config
+
+
+def nanogpt_params(state_dict: dict, config: GPTConfig) -> Params:
+    """A nanoGPT state_dict (torch tensors) as gpt/'s parameter pytree of numpy arrays."""
+    sd = {k.removeprefix("_orig_mod."): v.detach().float().numpy() for k, v in state_dict.items()}
 
     def linear(name: str) -> dict[str, np.ndarray]:
         p = {"w": sd[name + ".weight"].T}
@@ -51,8 +56,7 @@ def from_nanogpt(path: Path) -> tuple[Params, GPTConfig]:
         }
         for i in range(config.n_layer)
     ]
-    params = {"wte": sd["transformer.wte.weight"], "wpe": sd["transformer.wpe.weight"], "h": h, "ln_f": norm("transformer.ln_f")}
-    return params, config
+    return {"wte": sd["transformer.wte.weight"], "wpe": sd["transformer.wpe.weight"], "h": h, "ln_f": norm("transformer.ln_f")}
 
 
 def from_gpt(path: Path) -> tuple[Params, GPTConfig]:

@@ -1,0 +1,112 @@
+"""Train PyTorch nanoGPT and gpt/ side by side: same initial weights, same batches, same schedule.
+
+    python scripts/parity_nanogpt.py /path/to/nanoGPT                 # CPU config, 2000 iterations
+    python scripts/parity_nanogpt.py /path/to/nanoGPT --iters 200 --seed 1
+
+Why: two trainers that draw their initial weights and batches from different random streams
+end 2000 iterations apart by as much as +-0.01 in val loss from the draw alone, so comparing
+their printed losses cannot say whether gpt/ trains as well as nanoGPT. Here both start from
+nanoGPT's initial weights (torch seed --seed, converted to gpt/'s pytree) and take the same
+batches (numpy seed --seed) at nanoGPT's learning rate schedule (its train.py's get_lr, written
+out below; gpt/ uses its own get_lr through optax). Every --print_every iterations it prints
+both losses, their difference and both models' mean loss over the window; at the end, the loss
+over the whole val split (scripts/eval_whole_split.py) of both models.
+
+Needs torch and a karpathy/nanoGPT checkout (only its model.py is imported). Data: gpt/'s
+prepared shakespeare_char under --data_dir (the same bytes as nanoGPT's prepare.py writes).
+"""
+
+import argparse
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "gpt"))
+sys.path.insert(0, str(ROOT / "scripts"))
+import data  # noqa: E402
+import train  # noqa: E402
+from eval_whole_split import nanogpt_params, whole_split_loss  # noqa: E402
+
+
+def nanogpt_lr(it: int, cfg: dict) -> float:
+    """nanoGPT's train.py get_lr: linear warmup, cosine decay to min_lr."""
+    lr, min_lr, warmup, decay = cfg["learning_rate"], cfg["min_lr"], cfg["warmup_iters"], cfg["lr_decay_iters"]
+    if it < warmup:
+        return lr * (it + 1) / (warmup + 1)
+    if it > decay:
+        return min_lr
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / (decay - warmup))) * (lr - min_lr)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("nanogpt", type=Path, help="a karpathy/nanoGPT checkout")
+    p.add_argument("--config", type=Path, default=ROOT / "config" / "train_shakespeare_char_cpu.py")
+    p.add_argument("--data_dir", default="data", help="where gpt/data.py prepared shakespeare_char (default: data)")
+    p.add_argument("--iters", type=int, default=None, help="default: the config's max_iters")
+    p.add_argument("--seed", type=int, default=0, help="torch seed of the initial weights, numpy seed of the batches")
+    p.add_argument("--print_every", type=int, default=100)
+    args = p.parse_args()
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("nanogpt_model", args.nanogpt / "model.py")
+    nanogpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nanogpt)
+
+    cfg = train.parse_config([str(args.config), f"--data_dir={args.data_dir}"])
+    dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"])
+    splits = {s: data.load_split(dataset_dir, s) for s in ("train", "val")}
+    config = train.model_config_from(cfg, data.load_meta(dataset_dir)["vocab_size"])
+    iters = cfg["max_iters"] if args.iters is None else args.iters
+    if cfg["dropout"] > 0.0 or cfg["gradient_accumulation_steps"] != 1:
+        sys.exit("parity needs dropout=0 and gradient_accumulation_steps=1 (the random streams must not matter)")
+
+    torch.manual_seed(args.seed)
+    torch_model = nanogpt.GPT(nanogpt.GPTConfig(
+        block_size=config.block_size, vocab_size=config.vocab_size, n_layer=config.n_layer,
+        n_head=config.n_head, n_embd=config.n_embd, dropout=0.0, bias=config.bias,
+    ))
+    torch_opt = torch_model.configure_optimizers(
+        cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]), "cpu"
+    )
+    params = jax.tree_util.tree_map(jnp.asarray, nanogpt_params(torch_model.state_dict(), config))
+    optimizer, train_step, _ = train.make_steps(config, cfg, train.make_mesh(1))
+    opt_state, key = optimizer.init(params), jax.random.key(0)
+
+    rng = np.random.default_rng(args.seed)
+    window = np.zeros(2)
+    for it in range(iters):
+        x, y = data.get_batch(splits["train"], cfg["batch_size"], config.block_size, rng)
+        for group in torch_opt.param_groups:
+            group["lr"] = nanogpt_lr(it, cfg)
+        _, loss = torch_model(torch.from_numpy(x).long(), torch.from_numpy(y).long())
+        loss.backward()
+        if cfg["grad_clip"] > 0.0:
+            torch.nn.utils.clip_grad_norm_(torch_model.parameters(), cfg["grad_clip"])
+        torch_opt.step()
+        torch_opt.zero_grad(set_to_none=True)
+        params, opt_state, key, jax_loss = train_step(params, opt_state, key, x, y)
+        losses = np.array([loss.item(), float(jax_loss)])
+        window += losses
+        if (it + 1) % args.print_every == 0 or it + 1 == iters:
+            n = (it % args.print_every) + 1
+            print(
+                f"iter {it + 1:5d}: nanoGPT {losses[0]:.5f}  gpt/ {losses[1]:.5f}  diff {losses[1] - losses[0]:+.5f}"
+                f"   last {n} mean: {window[0] / n:.4f} / {window[1] / n:.4f}",
+                flush=True,
+            )
+            window[:] = 0.0
+    torch_params = nanogpt_params(torch_model.state_dict(), config)
+    val = [whole_split_loss(p, config, splits["val"]) for p in (torch_params, params)]
+    print(f"whole val split after {iters} iterations: nanoGPT {val[0]:.5f}  gpt/ {val[1]:.5f}  diff {val[1] - val[0]:+.5f}")
+
+
+if __name__ == "__main__":
+    main()
