@@ -416,8 +416,18 @@ def batch_loader(mesh: Mesh, block_size: int):
     return load
 
 
+def any_process(flag: bool) -> bool:
+    """Whether any process of a multi-process run has `flag` set. Every process must call it at
+    the same iteration: a Ctrl-C that reached only some processes then stops them all together
+    (the checkpoint gather is collective: a process stopping alone would hang the others)."""
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+
+
 class _StopFlag:
-    """First SIGINT: stop after the current iteration (and save). Second: KeyboardInterrupt."""
+    """First SIGINT: stop after the current iteration (and save); in a multi-process run, at the
+    next log_interval iteration, together with the other processes. Second: KeyboardInterrupt."""
 
     def __init__(self) -> None:
         self.stop = False
@@ -579,7 +589,9 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
             params, opt_state, key, loss = train_step(params, opt_state, key, x, y)
             iter_num += 1
 
-            if iter_num % cfg["log_interval"] == 0 or stop.stop:
+            log_now = iter_num % cfg["log_interval"] == 0
+            stopping = stop.stop if jax.process_count() == 1 else log_now and any_process(stop.stop)
+            if log_now or stopping:
                 lossf = float(loss)  # waits for this step
                 t1 = time.perf_counter()
                 dt = (t1 - t0) / max(iter_num - last_log_iter, 1)
@@ -597,7 +609,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
                         f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, "
                         f"tok/s {tokens_per_iter / dt:.0f}, mfu {running_mfu * 100:.2f}%"
                     )
-            if stop.stop:
+            if stopping:
                 save("last.npz")
                 console.print(f"interrupted: saved {out / 'last.npz'} at iteration {iter_num}")
                 summary["interrupted"] = True

@@ -9,6 +9,7 @@ starts: those runs are subprocesses; the one-device references run in this proce
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 import jax
 import pytest
 
+import checkpoint
 import train
 from tests.helpers import write
 
@@ -66,6 +68,7 @@ import json, sys
 sys.path.insert(0, {gpt!r})
 import jax
 from jax.sharding import PartitionSpec as P
+import checkpoint
 import train
 
 assert jax.device_count() == 4
@@ -198,6 +201,7 @@ sys.path.insert(0, {gpt!r})
 import jax, jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxtyping import Array, Float, TypeCheckError
+import checkpoint
 import train
 from model import init_params
 from raximport import memory
@@ -291,6 +295,7 @@ STEP_OOM = """
 import sys
 sys.path.insert(0, {gpt!r})
 import jax, jax.numpy as jnp
+import checkpoint
 import train
 from model import init_params
 
@@ -365,3 +370,35 @@ def test_two_processes_train_together_on_localhost(tmp_path, data_dir):
     assert got == pytest.approx({it: round(loss, 4) for it, loss in want["losses"].items()}, abs=2e-4)
     val = float(re.search(r"step 4: train loss [\d.]+, val loss ([\d.]+)", log0).group(1))
     assert val == pytest.approx(want["evals"][4]["val"], abs=2e-4)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_one_of_two_processes_stops_both_and_saves(tmp_path, data_dir):
+    """A SIGINT that reaches only process 1: both processes stop at the same log iteration and the
+    collective checkpoint save completes (stopping alone, process 1 hung in the gather)."""
+    port = free_port()
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "gpt" / "train.py"), str(TINY), f"--data_dir={data_dir}", f"--out_dir={out}",
+           "--max_iters=100000", "--lr_decay_iters=100000", "--eval_interval=100000", "--log_interval=5"]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=(tmp_path / f"err{i}").open("w"), text=True,
+                         env=env_with_devices(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                              JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+        for i in range(2)
+    ]
+    try:
+        log0 = ""
+        while "iter 10:" not in log0:  # both are training (they step together)
+            line = procs[0].stdout.readline()
+            assert line, (tmp_path / "err0").read_text()[-3000:]
+            log0 += line
+        procs[1].send_signal(signal.SIGINT)
+        log0 += procs[0].communicate(timeout=120)[0]
+        procs[1].wait(timeout=60)
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], (tmp_path / "err1").read_text()[-3000:]
+    stopped = int(re.search(r"interrupted: saved\s+\S+\s+at\s+iteration\s+(\d+)", log0).group(1))
+    assert stopped % 5 == 0 and stopped > 10
+    assert checkpoint.load_meta(out / "last.npz")["iter_num"] == stopped
