@@ -564,6 +564,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         # On several CPU devices, steps queued without a sync deadlock XLA:CPU's all-reduce (jaxlib
         # 0.10): keep one step in flight there. Accelerators keep JAX's usual asynchronous queue.
         one_in_flight = jax.default_backend() == "cpu" and mesh.devices.size > 1
+        multi_process = jax.process_count() > 1  # then a Ctrl-C is agreed on at log iterations
         while True:
             if iter_num % cfg["eval_interval"] == 0 or iter_num == cfg["max_iters"]:
                 losses = estimate_loss()
@@ -590,7 +591,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
             iter_num += 1
 
             log_now = iter_num % cfg["log_interval"] == 0
-            stopping = stop.stop if jax.process_count() == 1 else log_now and any_process(stop.stop)
+            stopping = log_now and any_process(stop.stop) if multi_process else stop.stop
             if log_now or stopping:
                 lossf = float(loss)  # waits for this step
                 t1 = time.perf_counter()

@@ -65,16 +65,18 @@ def from_gpt(path: Path) -> tuple[Params, GPTConfig]:
     return checkpoint.load(path, template, prefix="['params']")[0], config
 
 
+_loss = jax.jit(loss_fn, static_argnums=3)  # one compile per config and batch shape, across models and splits
+
+
 def whole_split_loss(params: Params, config: GPTConfig, tokens: np.ndarray, batch: int = 128) -> float:
     """Mean cross-entropy over all full windows tokens[i*T : (i+1)*T] (targets shifted by one)."""
     T = config.block_size
     n = (len(tokens) - 1) // T
     x = np.asarray(tokens[: n * T], np.int32).reshape(n, T)
     y = np.asarray(tokens[1 : n * T + 1], np.int32).reshape(n, T)
-    step = jax.jit(lambda p, xb, yb: loss_fn(p, xb, yb, config))
     total = 0.0
     for i in range(0, n, batch):  # the last batch may be smaller: one more compile, every window counted
-        total += float(step(params, x[i : i + batch], y[i : i + batch])) * len(x[i : i + batch])
+        total += float(_loss(params, x[i : i + batch], y[i : i + batch], config)) * len(x[i : i + batch])
     return total / n
 
 

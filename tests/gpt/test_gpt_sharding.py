@@ -68,7 +68,6 @@ import json, sys
 sys.path.insert(0, {gpt!r})
 import jax
 from jax.sharding import PartitionSpec as P
-import checkpoint
 import train
 
 assert jax.device_count() == 4
@@ -201,7 +200,6 @@ sys.path.insert(0, {gpt!r})
 import jax, jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxtyping import Array, Float, TypeCheckError
-import checkpoint
 import train
 from model import init_params
 from raximport import memory
@@ -295,7 +293,6 @@ STEP_OOM = """
 import sys
 sys.path.insert(0, {gpt!r})
 import jax, jax.numpy as jnp
-import checkpoint
 import train
 from model import init_params
 
@@ -380,8 +377,9 @@ def test_ctrl_c_in_one_of_two_processes_stops_both_and_saves(tmp_path, data_dir)
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "gpt" / "train.py"), str(TINY), f"--data_dir={data_dir}", f"--out_dir={out}",
            "--max_iters=100000", "--lr_decay_iters=100000", "--eval_interval=100000", "--log_interval=5"]
+    errs = [(tmp_path / f"err{i}").open("w") for i in range(2)]  # files, not pipes: nobody reads stderr meanwhile
     procs = [
-        subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=(tmp_path / f"err{i}").open("w"), text=True,
+        subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=errs[i], text=True,
                          env=env_with_devices(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                                               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
         for i in range(2)
@@ -396,8 +394,9 @@ def test_ctrl_c_in_one_of_two_processes_stops_both_and_saves(tmp_path, data_dir)
         log0 += procs[0].communicate(timeout=120)[0]
         procs[1].wait(timeout=60)
     finally:
-        for p in procs:
+        for p, err in zip(procs, errs):
             p.kill()
+            err.close()
     assert [p.returncode for p in procs] == [0, 0], (tmp_path / "err1").read_text()[-3000:]
     stopped = int(re.search(r"interrupted: saved\s+\S+\s+at\s+iteration\s+(\d+)", log0).group(1))
     assert stopped % 5 == 0 and stopped > 10
