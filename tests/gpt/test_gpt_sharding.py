@@ -359,7 +359,8 @@ def test_two_processes_train_together_on_localhost(tmp_path, data_dir):
         assert p.returncode == 0, stderr[-3000:]
     (log0, _), (log1, _) = outputs
     assert "mesh: 4 devices (2 processes), data 4 x model 1" in log0
-    assert [line for line in log1.splitlines() if not line.startswith("[Gloo]")] == []  # only process 0 logs
+    # only process 0 logs; Gloo's own C++ threads may print (and interleave into blank lines) on process 1
+    assert [line for line in log1.splitlines() if line.strip() and not line.startswith("[Gloo]")] == []
     assert (out / "last.npz").exists()
 
     want = reference(data_dir, tmp_path / "ref")
