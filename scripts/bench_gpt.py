@@ -3,6 +3,7 @@
     python scripts/bench_gpt.py                                  # JAX: steady state + first iteration
     python scripts/bench_gpt.py --nanogpt /tmp/nanoGPT           # ... and nanoGPT eager / torch.compile
     python scripts/bench_gpt.py --devices 1,2,4                  # data-parallel over 1, 2, 4 devices
+    python scripts/bench_gpt.py --per-core                       # ... and the floor data parallelism could reach
 
 The JAX runs use one device per CPU core, as train.py does (its cpu_devices setting).
 
@@ -18,6 +19,11 @@ nanoGPT needs data/shakespeare_char/{train,val}.bin and meta.pkl in its checkout
 --devices N,M,...: the steady state in one child process per count, each over that many devices
 (on a CPU forced host devices, XLA_FLAGS=--xla_force_host_platform_device_count=N; they share the
 same cores, so this measures the cost of sharding rather than a speed-up), batch split over "data".
+
+--per-core: one child process per core, each pinned to its core with one device and its share of
+the batch, all running at once with no gradient exchange. Their slowest ms/iter is the floor that
+data parallelism over the cores could reach; the gap between it and the in-process run is what
+XLA:CPU's multi-device execution (shared runtime, all-reduce) costs.
 """
 
 import argparse
@@ -61,6 +67,7 @@ def make_run(args):
     from model import init_params
 
     cfg = train.parse_config([str(CPU_CONFIG), f"--data_dir={args.data_dir}", f"--dtype={args.dtype}"])
+    cfg["batch_size"] //= args.share  # a per-core child's share of the batch
     train.use_cpu_cores(cfg)  # as train.py's main: one device per core (unless XLA_FLAGS says otherwise)
     if args.input:
         dataset_dir = Path(args.data_dir) / cfg["dataset"]
@@ -102,7 +109,7 @@ def steady(args) -> dict:
         run()
         times.append(time.perf_counter() - t)
     ms = statistics.median(times) * 1000
-    return {"ms_per_iter": ms, "tokens_per_s": tokens / ms * 1000}
+    return {"ms_per_iter": ms, "tokens_per_s": tokens / ms * 1000, "tokens_per_iter": tokens}
 
 
 def steady_on_devices(args, n: int) -> dict:
@@ -116,6 +123,28 @@ def steady_on_devices(args, n: int) -> dict:
     if r.returncode != 0:
         raise RuntimeError(f"the {n}-device run failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def steady_per_core(args) -> dict:
+    """steady() in one child per core at once, each pinned to its core (one device, one XLA thread)
+    with 1/cores of the batch: ms/iter of the slowest, which paces a synchronous step."""
+    cores = sorted(os.sched_getaffinity(0))
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_count=1", "--xla_cpu_multi_thread_eigen=false"])
+    cmd = [sys.executable, __file__, "--steady-child", f"--data_dir={args.data_dir}", f"--dtype={args.dtype}",
+           f"--iters={args.iters}", f"--warmup={args.warmup}", f"--share={len(cores)}"]
+    children = [subprocess.Popen([*cmd, f"--pin={core}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                for core in cores]
+    runs = []
+    for child in children:
+        out, err = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"a per-core run failed:\n{err[-3000:]}")
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    ms = max(r["ms_per_iter"] for r in runs)
+    return {"ms_per_iter": ms, "tokens_per_s": sum(r["tokens_per_iter"] for r in runs) / ms * 1000,
+            "each_ms_per_iter": [r["ms_per_iter"] for r in runs]}
 
 
 def time_to_first_iteration(args) -> dict:
@@ -156,10 +185,16 @@ def main() -> None:
     p.add_argument("--nanogpt", type=Path, help="a karpathy/nanoGPT checkout with data/shakespeare_char prepared")
     p.add_argument("--no-first-iter", action="store_true", help="skip the cold/warm first-iteration runs")
     p.add_argument("--devices", help="comma-separated device counts, e.g. 1,2,4: tokens/s on each (data-parallel)")
+    p.add_argument("--per-core", action="store_true",
+                   help="also run one pinned process per core, each on its share of the batch, at once (see above)")
     p.add_argument("--first-iter", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--steady-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--pin", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.pin is not None:
+        os.sched_setaffinity(0, {args.pin})
     if args.first_iter:
         return first_iteration(args)
     if args.steady_child:
@@ -180,6 +215,9 @@ def main() -> None:
     results = {}
     results["jax"] = steady(args)
     console.print(f"jax: {results['jax']}")
+    if args.per_core:
+        results["jax per core, no exchange"] = steady_per_core(args)
+        console.print(f"jax per core, no exchange: {results['jax per core, no exchange']}")
     if args.nanogpt:
         for compile_ in (False, True):
             name = "nanogpt compile" if compile_ else "nanogpt eager"
