@@ -112,11 +112,17 @@ def steady(args) -> dict:
     return {"ms_per_iter": ms, "tokens_per_s": tokens / ms * 1000, "tokens_per_iter": tokens}
 
 
+def child_env(*xla_flags: str) -> dict[str, str]:
+    """This process's environment with xla_flags in $XLA_FLAGS, replacing any forced device count."""
+    env = dict(os.environ)
+    kept = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join([*kept, *xla_flags])
+    return env
+
+
 def steady_on_devices(args, n: int) -> dict:
     """steady() in a child process over n devices (forced host devices on a CPU)."""
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={n}"])
+    env = child_env(f"--xla_force_host_platform_device_count={n}")
     cmd = [sys.executable, __file__, "--steady-child", f"--data_dir={args.data_dir}", f"--dtype={args.dtype}",
            f"--iters={args.iters}", f"--warmup={args.warmup}"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -129,9 +135,7 @@ def steady_per_core(args) -> dict:
     """steady() in one child per core at once, each pinned to its core (one device, one XLA thread)
     with 1/cores of the batch: ms/iter of the slowest, which paces a synchronous step."""
     cores = sorted(os.sched_getaffinity(0))
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-    env["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_count=1", "--xla_cpu_multi_thread_eigen=false"])
+    env = child_env("--xla_force_host_platform_device_count=1", "--xla_cpu_multi_thread_eigen=false")
     cmd = [sys.executable, __file__, "--steady-child", f"--data_dir={args.data_dir}", f"--dtype={args.dtype}",
            f"--iters={args.iters}", f"--warmup={args.warmup}", f"--share={len(cores)}"]
     children = [subprocess.Popen([*cmd, f"--pin={core}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
