@@ -133,8 +133,13 @@ def steady_on_devices(args, n: int) -> dict:
 
 def steady_per_core(args) -> dict:
     """steady() in one child per core at once, each pinned to its core (one device, one XLA thread)
-    with 1/cores of the batch: ms/iter of the slowest, which paces a synchronous step."""
+    with an equal share of the batch: ms/iter of the slowest, which paces a synchronous step. As
+    train.py, on the most cores that divide the batch."""
+    import train
+
+    batch = train.parse_config([str(CPU_CONFIG)])["batch_size"]
     cores = sorted(os.sched_getaffinity(0))
+    cores = cores[:max(n for n in range(1, len(cores) + 1) if batch % n == 0)]
     env = child_env("--xla_force_host_platform_device_count=1", "--xla_cpu_multi_thread_eigen=false")
     cmd = [sys.executable, __file__, "--steady-child", f"--data_dir={args.data_dir}", f"--dtype={args.dtype}",
            f"--iters={args.iters}", f"--warmup={args.warmup}", f"--share={len(cores)}"]

@@ -18,10 +18,10 @@ def test_per_core_floor_runs_one_pinned_process_per_core_on_its_share(data_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(r.stdout.strip().splitlines()[-1])
     floor, jax_run = results["jax per core, no exchange"], results["jax"]
-    cores = len(os.sched_getaffinity(0))
+    cores = max(n for n in range(1, len(os.sched_getaffinity(0)) + 1) if 12 % n == 0)
     assert len(floor["each_ms_per_iter"]) == cores
     assert floor["ms_per_iter"] == max(floor["each_ms_per_iter"])
     # each core ran its share of the same 12 x 64 batch: together, the whole batch per iteration
-    assert floor["tokens_per_s"] * floor["ms_per_iter"] / 1000 == pytest.approx(12 // cores * cores * 64)
+    assert floor["tokens_per_s"] * floor["ms_per_iter"] / 1000 == pytest.approx(12 * 64)
     assert jax_run["tokens_per_iter"] == 12 * 64
     assert "jax per core, no exchange" in r.stdout
