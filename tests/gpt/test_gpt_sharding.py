@@ -331,6 +331,9 @@ def test_out_of_memory_suggestion_on_four_devices_divides_by_four(tmp_path):
 # ----------------------------------------------------------------------------- two processes
 
 
+GLOO_WORDS = r"\[Gloo\]|Rank|is|connected|to|peer|ranks|Expected|number|of|[.:]|\d+|\s+"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -359,8 +362,9 @@ def test_two_processes_train_together_on_localhost(tmp_path, data_dir):
         assert p.returncode == 0, stderr[-3000:]
     (log0, _), (log1, _) = outputs
     assert "mesh: 4 devices (2 processes), data 4 x model 1" in log0
-    # only process 0 logs; Gloo's own C++ threads may print (and interleave into blank lines) on process 1
-    assert [line for line in log1.splitlines() if line.strip() and not line.startswith("[Gloo]")] == []
+    # only process 0 logs. Process 1's stdout holds only Gloo's own "[Gloo] Rank 1 is connected to 3
+    # peer ranks. ..." messages, whose C++ threads interleave them mid-line, so compare by words
+    assert re.sub(GLOO_WORDS, "", log1) == "", log1
     assert (out / "last.npz").exists()
 
     want = reference(data_dir, tmp_path / "ref")
