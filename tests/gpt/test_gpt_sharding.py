@@ -64,11 +64,12 @@ def assert_same_run(got: dict, want: dict, rtol: float = 1e-5) -> None:
 # ----------------------------------------------------------------------------- data parallel, model parallel
 
 SHARDED = """
-import json, sys
+import json, re, sys
 sys.path.insert(0, {gpt!r})
-import jax
+import jax, jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import train
+from model import init_params
 
 assert jax.device_count() == 4
 base = [{tiny!r}, "--data_dir={data}", *{run!r}]
@@ -94,7 +95,16 @@ specs["wte"] = list(params_s["wte"].spec)
 specs["mesh"] = dict(mesh.shape)
 moments = [list(s.spec) for s in jax.tree_util.tree_leaves(opt_s)]
 specs["sharded_moments"] = sum("model" in s for s in moments)
-print(json.dumps({{"runs": runs, "specs": specs}}))
+
+# the data-parallel step's collectives, as XLA compiled them
+cfg = train.parse_config(base)
+mc = train.model_config_from(cfg, 65)
+opt, step, _ = train.make_steps(mc, cfg, train.make_mesh(1))
+params = init_params(mc, jax.random.key(0))
+x = jnp.zeros((cfg["batch_size"], mc.block_size), jnp.int32)
+hlo = step.lower(params, opt.init(params), jax.random.key(1), x, x).compile().as_text()
+collectives = re.findall(r"= (\\S+) (all-reduce|all-gather|reduce-scatter|all-to-all)\\(", hlo)
+print(json.dumps({{"runs": runs, "specs": specs, "collectives": collectives, "n_params": train.num_params(params, False)}}))
 """
 
 
@@ -118,6 +128,9 @@ def test_sharded_runs_match_one_device(tmp_path, data_dir):
     assert specs["attn.c_proj.w"] == specs["mlp.c_proj.w"] == ["model", None]  # by input features
     assert specs["wte"] == []
     assert specs["sharded_moments"] == 2 * 4 * 2  # Adam's mu and nu of the 4 split matrices of 2 layers
+    # data parallel: the loss and every gradient averaged in one all-reduce of one flat vector
+    # (XLA's own: one wait per gradient buffer, plus one for the loss's token count)
+    assert got["collectives"] == [[f"f32[{got['n_params'] + 1}]{{0}}", "all-reduce"]]
 
 
 def test_batch_not_divisible_by_the_data_axis_is_refused_before_compiling(tmp_path, data_dir):
