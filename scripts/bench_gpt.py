@@ -1,7 +1,7 @@
 """Benchmark gpt/train.py's step on the CPU config, optionally side by side with PyTorch nanoGPT.
 
     python scripts/bench_gpt.py                                  # JAX: steady state + first iteration
-    python scripts/bench_gpt.py --nanogpt /tmp/nanoGPT           # ... and nanoGPT eager / torch.compile
+    python scripts/bench_gpt.py --nanogpt /tmp/nanoGPT           # side by side with nanoGPT eager / torch.compile
     python scripts/bench_gpt.py --devices 1,2,4                  # data-parallel over 1, 2, 4 devices
     python scripts/bench_gpt.py --per-core                       # ... and the floor data parallelism could reach
 
@@ -14,7 +14,11 @@ loss), like the "time" nanoGPT prints with --log_interval=1.
 Time to first iteration: a fresh process from start to the end of its first step, cold (empty
 persistent compilation cache) and warm (the same cache, populated by the cold run).
 
-nanoGPT needs data/shakespeare_char/{train,val}.bin and meta.pkl in its checkout (its prepare.py).
+--nanogpt PATH (a karpathy/nanoGPT checkout; needs torch): gpt/'s step, nanoGPT eager and
+nanoGPT under torch.compile, each in a warmed-up child process of its own, take turns of
+--chunk iterations on the same prepared train.bin (nanoGPT's iteration as its train.py runs it:
+scripts/nanogpt_side.py). This VM's speed drifts by +-15% over minutes, more than the gaps being
+measured, so a ratio is the median over turns of one turn's median against the JAX turn beside it.
 
 --devices N,M,...: the steady state in one child process per count, each over that many devices
 (on a CPU forced host devices, XLA_FLAGS=--xla_force_host_platform_device_count=N; they share the
@@ -27,24 +31,21 @@ XLA:CPU's multi-device execution (shared runtime, all-reduce) costs.
 """
 
 import argparse
+import contextlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 T_START = time.perf_counter()
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "gpt"))
 CPU_CONFIG = ROOT / "config" / "train_shakespeare_char_cpu.py"
-NANOGPT_CPU_ARGS = [  # nanoGPT README's CPU run
-    "config/train_shakespeare_char.py", "--device=cpu", "--dtype=float32", "--eval_iters=20", "--log_interval=1",
-    "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0",
-]
 
 
 def setup_cache(cache_dir: str | None) -> None:
@@ -169,19 +170,104 @@ def time_to_first_iteration(args) -> dict:
     return out
 
 
-def nanogpt(path: Path, compile_: bool, iters: int, warmup: int) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "train.py", *NANOGPT_CPU_ARGS, f"--compile={compile_}", f"--out_dir={out}",
-               f"--max_iters={warmup + iters}", f"--lr_decay_iters={warmup + iters}", "--eval_interval=100000"]
-        t = time.perf_counter()
-        r = subprocess.run(cmd, cwd=path, capture_output=True, text=True)
-        wall = time.perf_counter() - t
-    if r.returncode != 0:
-        raise RuntimeError(f"nanoGPT failed:\n{r.stderr[-3000:]}")
-    times = [float(m.group(2)) for m in re.finditer(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", r.stdout)]
-    first = times[0] if times else float("nan")
-    ms = statistics.median(times[warmup:])
-    return {"ms_per_iter": ms, "tokens_per_s": 12 * 64 / ms * 1000, "first_iter_ms": first, "process_s": wall}
+TRAINERS = ("jax", "nanogpt eager", "nanogpt compile")
+
+
+def make_nanogpt_run(args, compile_: bool):
+    """(one_iteration, batch tokens) for nanoGPT's model and loop on the CPU config's prepared data."""
+    import torch
+
+    import data
+    import nanogpt_side
+    import train
+
+    cfg = train.parse_config([str(CPU_CONFIG), f"--data_dir={args.data_dir}"])
+    dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"])
+    config = train.model_config_from(cfg, data.load_meta(dataset_dir)["vocab_size"])
+    model, optimizer = nanogpt_side.build(nanogpt_side.load(args.nanogpt), config, cfg, cfg["seed"])
+    if compile_:
+        model = torch.compile(model)
+    iteration = iter(range(10**9))
+
+    def one_iteration():
+        x, y = nanogpt_side.get_batch(dataset_dir / "train.bin", cfg["batch_size"], config.block_size)
+        lr = nanogpt_side.lr_at(next(iteration), cfg)
+        return nanogpt_side.train_iteration(model, optimizer, x, y, lr, cfg["grad_clip"]).item()
+
+    return one_iteration, cfg["batch_size"] * cfg["block_size"]
+
+
+def trainer_child(args) -> None:
+    """Child process of side_by_side: set up one trainer, run its first iteration and the warm-up,
+    then a turn of N iterations for every line N on stdin, answering with their times."""
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is for answers only (nanoGPT prints as it builds)
+        if args.trainer == "jax":
+            run, tokens = make_run(args)
+        else:
+            run, tokens = make_nanogpt_run(args, compile_=args.trainer == "nanogpt compile")
+        run()
+    answer = {"first_iter_s": time.perf_counter() - t, "tokens_per_iter": tokens}
+    if args.trainer == "jax":
+        import jax
+
+        answer["devices"] = jax.device_count()
+    print(json.dumps(answer), flush=True)
+    for _ in range(args.warmup):
+        run()
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            t = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t)
+        print(json.dumps(times), flush=True)
+
+
+def side_by_side(args, console) -> dict:
+    """gpt/'s step and nanoGPT's, eager and compiled, in turns of --chunk iterations (see above)."""
+    cmd = [sys.executable, __file__, f"--data_dir={args.data_dir}", f"--dtype={args.dtype}",
+           f"--warmup={args.warmup}", f"--nanogpt={args.nanogpt}"]
+    children, answers = {}, {}
+    with tempfile.TemporaryDirectory() as logs:
+        for name in TRAINERS:  # set up one at a time: compiles must not compete for the cores
+            log = open(Path(logs) / f"{len(children)}.log", "w+")
+            child = subprocess.Popen([*cmd, f"--trainer={name}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=log, text=True)
+            children[name] = (child, log)
+            answers[name] = read_answer(name, child, log)
+            console.print(f"{name}: set up and first iteration in {answers[name]['first_iter_s']:.1f} s")
+        turns: dict[str, list[list[float]]] = {name: [] for name in TRAINERS}
+        for _ in range(max(1, args.iters // args.chunk)):
+            for name, (child, log) in children.items():
+                child.stdin.write(f"{args.chunk}\n")
+                child.stdin.flush()
+                turns[name].append(read_answer(name, child, log))
+        for child, log in children.values():
+            child.stdin.close()
+            child.wait()
+            log.close()
+    results = {}
+    jax_turns = [statistics.median(t) for t in turns["jax"]]
+    for name in TRAINERS:
+        medians = [statistics.median(t) for t in turns[name]]
+        ms = statistics.median([x for t in turns[name] for x in t]) * 1000
+        results[name] = {
+            "ms_per_iter": ms, "tokens_per_s": answers[name]["tokens_per_iter"] / ms * 1000,
+            "vs_jax": statistics.median([m / j for m, j in zip(medians, jax_turns)]),
+            "first_iter_s": answers[name]["first_iter_s"], "turns": len(medians),
+        }
+    results["jax"]["devices"] = answers["jax"]["devices"]
+    return results
+
+
+def read_answer(name: str, child: subprocess.Popen, log) -> Any:
+    line = child.stdout.readline()
+    if not line:
+        child.wait()
+        log.seek(0)
+        raise RuntimeError(f"the {name} trainer failed (exit {child.returncode}):\n{log.read()[-3000:]}")
+    return json.loads(line)
 
 
 def main() -> None:
@@ -191,7 +277,8 @@ def main() -> None:
     p.add_argument("--data_dir", default=str(Path(tempfile.gettempdir()) / "bench_gpt_data"))
     p.add_argument("--input", help="text file for shakespeare_char (else data.py's default source)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--nanogpt", type=Path, help="a karpathy/nanoGPT checkout with data/shakespeare_char prepared")
+    p.add_argument("--nanogpt", type=Path, help="a karpathy/nanoGPT checkout: run its CPU config side by side (torch)")
+    p.add_argument("--chunk", type=int, default=20, help="iterations per turn with --nanogpt (default %(default)s)")
     p.add_argument("--no-first-iter", action="store_true", help="skip the cold/warm first-iteration runs")
     p.add_argument("--devices", help="comma-separated device counts, e.g. 1,2,4: tokens/s on each (data-parallel)")
     p.add_argument("--per-core", action="store_true",
@@ -201,11 +288,14 @@ def main() -> None:
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--pin", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--trainer", choices=TRAINERS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.pin is not None:
         os.sched_setaffinity(0, {args.pin})
     if args.first_iter:
         return first_iteration(args)
+    if args.trainer:
+        return trainer_child(args)
     if args.steady_child:
         import jax
 
@@ -221,32 +311,26 @@ def main() -> None:
         make_run(args)  # prepares the data once, before the timed child processes
     if args.devices:
         return devices_table(args, console)
-    results = {}
-    results["jax"] = steady(args)
+    results = side_by_side(args, console) if args.nanogpt else {"jax": steady(args)}
     console.print(f"jax: {results['jax']}")
     if args.per_core:
         results["jax per core, no exchange"] = steady_per_core(args)
         console.print(f"jax per core, no exchange: {results['jax per core, no exchange']}")
-    if args.nanogpt:
-        for compile_ in (False, True):
-            name = "nanogpt compile" if compile_ else "nanogpt eager"
-            results[name] = nanogpt(args.nanogpt, compile_, args.iters, args.warmup)
-            console.print(f"{name}: {results[name]}")
-        results["jax (again)"] = steady(args)  # machines are noisy: bracket the PyTorch runs
-        console.print(f"jax (again): {results['jax (again)']}")
     if not args.no_first_iter:
         results["first iteration"] = time_to_first_iteration(args)
 
     import jax
 
-    table = Table(title=f"CPU config (4x128, block 64, batch 12), {args.dtype}, {jax.device_count()} JAX device(s), "
-                        f"median of {args.iters} iterations")
-    for col in ("run", "ms/iter", "tokens/s", "vs jax"):
+    devices = results["jax"].get("devices") or jax.device_count()
+    table = Table(title=f"CPU config (4x128, block 64, batch 12), {args.dtype}, {devices} JAX device(s), "
+                        f"median of {args.iters} iterations" + (f" in turns of {args.chunk}" if args.nanogpt else ""))
+    for col in ("run", "ms/iter", "tokens/s", "vs jax" + (" (paired turns)" if args.nanogpt else ""), "first iteration"):
         table.add_column(col, justify="right")
-    jax_ms = min(results["jax"]["ms_per_iter"], results.get("jax (again)", results["jax"])["ms_per_iter"])
     for name, r in results.items():
         if "ms_per_iter" in r:
-            table.add_row(name, f"{r['ms_per_iter']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_iter'] / jax_ms:.2f}x")
+            ratio = r.get("vs_jax", r["ms_per_iter"] / results["jax"]["ms_per_iter"])
+            first = f"{r['first_iter_s']:.1f} s" if "first_iter_s" in r else ""
+            table.add_row(name, f"{r['ms_per_iter']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{ratio:.3f}x", first)
     console.print(table)
     if "first iteration" in results:
         for label, r in results["first iteration"].items():

@@ -8,7 +8,7 @@ end 2000 iterations apart by as much as +-0.01 in val loss from the draw alone, 
 their printed losses cannot say whether gpt/ trains as well as nanoGPT. Here both start from
 nanoGPT's initial weights (torch seed --seed, converted to gpt/'s pytree) and take the same
 batches (numpy seed --seed) at nanoGPT's learning rate schedule (its train.py's get_lr, written
-out below; gpt/ uses its own get_lr through optax). Every --print_every iterations it prints
+out in nanogpt_side.py; gpt/ uses its own get_lr through optax). Every --print_every iterations it prints
 both losses, their difference and both models' mean loss over the window; at the end, the loss
 over the whole val split (scripts/eval_whole_split.py) of both models.
 
@@ -17,8 +17,6 @@ prepared shakespeare_char under --data_dir (the same bytes as nanoGPT's prepare.
 """
 
 import argparse
-import importlib.util
-import math
 import sys
 from pathlib import Path
 
@@ -31,17 +29,8 @@ sys.path.insert(0, str(ROOT / "gpt"))
 sys.path.insert(0, str(ROOT / "scripts"))
 import data  # noqa: E402
 import train  # noqa: E402
+import nanogpt_side  # noqa: E402
 from eval_whole_split import nanogpt_params, whole_split_loss  # noqa: E402
-
-
-def nanogpt_lr(it: int, cfg: dict) -> float:
-    """nanoGPT's train.py get_lr: linear warmup, cosine decay to min_lr."""
-    lr, min_lr, warmup, decay = cfg["learning_rate"], cfg["min_lr"], cfg["warmup_iters"], cfg["lr_decay_iters"]
-    if it < warmup:
-        return lr * (it + 1) / (warmup + 1)
-    if it > decay:
-        return min_lr
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / (decay - warmup))) * (lr - min_lr)
 
 
 def main() -> None:
@@ -56,10 +45,7 @@ def main() -> None:
 
     import torch
 
-    spec = importlib.util.spec_from_file_location("nanogpt_model", args.nanogpt / "model.py")
-    nanogpt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nanogpt)
-
+    nanogpt = nanogpt_side.load(args.nanogpt)
     cfg = train.parse_config([str(args.config), f"--data_dir={args.data_dir}"])
     dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"])
     splits = {s: data.load_split(dataset_dir, s) for s in ("train", "val")}
@@ -68,14 +54,7 @@ def main() -> None:
     if cfg["dropout"] > 0.0 or cfg["gradient_accumulation_steps"] != 1:
         sys.exit("parity needs dropout=0 and gradient_accumulation_steps=1 (the random streams must not matter)")
 
-    torch.manual_seed(args.seed)
-    torch_model = nanogpt.GPT(nanogpt.GPTConfig(
-        block_size=config.block_size, vocab_size=config.vocab_size, n_layer=config.n_layer,
-        n_head=config.n_head, n_embd=config.n_embd, dropout=0.0, bias=config.bias,
-    ))
-    torch_opt = torch_model.configure_optimizers(
-        cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]), "cpu"
-    )
+    torch_model, torch_opt = nanogpt_side.build(nanogpt, config, cfg, args.seed)
     params = jax.tree_util.tree_map(jnp.asarray, nanogpt_params(torch_model.state_dict(), config))
     optimizer, train_step, _ = train.make_steps(config, cfg, train.make_mesh(1))
     opt_state, key = optimizer.init(params), jax.random.key(0)
@@ -84,14 +63,8 @@ def main() -> None:
     window = np.zeros(2)
     for it in range(iters):
         x, y = data.get_batch(splits["train"], cfg["batch_size"], config.block_size, rng)
-        for group in torch_opt.param_groups:
-            group["lr"] = nanogpt_lr(it, cfg)
-        _, loss = torch_model(torch.from_numpy(x).long(), torch.from_numpy(y).long())
-        loss.backward()
-        if cfg["grad_clip"] > 0.0:
-            torch.nn.utils.clip_grad_norm_(torch_model.parameters(), cfg["grad_clip"])
-        torch_opt.step()
-        torch_opt.zero_grad(set_to_none=True)
+        tx, ty = torch.from_numpy(x).long(), torch.from_numpy(y).long()
+        loss = nanogpt_side.train_iteration(torch_model, torch_opt, tx, ty, nanogpt_side.lr_at(it, cfg), cfg["grad_clip"])
         params, opt_state, key, jax_loss = train_step(params, opt_state, key, x, y)
         losses = np.array([loss.item(), float(jax_loss)])
         window += losses
