@@ -402,10 +402,11 @@ def find_fixes(step: Step, analysis: Analysis, args: tuple[Any, ...], kwargs: di
         if saved:
             fixes.append(Fix("donate the parameters and optimizer state (jax.jit(..., donate_argnums=...)) so "
                              "their updated copies reuse the same buffers", analysis.peak - saved, exact=False))
-    fixes.append(Fix("compute in bfloat16, keeping parameters in float32 (activations take about half)",
-                     analysis.peak - fp.temps // 2, exact=False))
-    fixes.append(Fix("rematerialise: jax.checkpoint around each block recomputes activations in the backward "
-                     "pass instead of storing them", None, exact=False))
+    if fp.temps:  # both act on the temporaries (activations) alone
+        fixes.append(Fix("compute in bfloat16, keeping parameters in float32 (activations take about half)",
+                         analysis.peak - fp.temps // 2, exact=False))
+        fixes.append(Fix("rematerialise: jax.checkpoint around each block recomputes activations in the backward "
+                         "pass instead of storing them", None, exact=False))
     return fixes
 
 
@@ -466,8 +467,9 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
         f"{format_bytes(plan.in_use)} already in use)",
         "where the bytes go:",
         *(f"  {kind}: {format_bytes(size)}" for kind, size in breakdown(step, analysis.footprint, args, kwargs).items()),
-        "fixes:",
+        *(["fixes:"] if fixes else []),
         *(f"  {fix.action}: {'about ' if not fix.exact else ''}{format_bytes(fix.predicted)} of {limit}"
+          + ("" if fix.predicted <= plan.usable else " (not enough alone)")
           if fix.predicted is not None else f"  {fix.action}" for fix in fixes),
     ]
     best = next((f for f in fixes if f.batch_size), None)
@@ -476,8 +478,7 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
         title=f"{analysis.function} would run out of memory: refused before running it",
         where=user_location(),
         details=tuple(details),
-        fix=(f"batch_size {step.batch} -> {best.batch_size} fits: {format_bytes(best.predicted or 0)} of {limit}"
-             if best else fixes[0].action if fixes else ""),
+        fix=_main_fix(fixes, best, step, plan),
         extra={
             "function": analysis.function,
             "predicted_peak": analysis.peak,
@@ -493,6 +494,24 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
             "fixes": [{"action": f.action, "predicted": f.predicted, "exact": f.exact} for f in fixes],
         },
     )
+
+
+def _main_fix(fixes: list[Fix], best: Fix | None, step: Step, plan: Budget) -> str:
+    """The one fix to lead with: the batch that fits, else the first fix predicted to fit, else
+    what no fix of the step can change (memory already held), else the first fix to combine."""
+    limit = format_bytes(plan.limit)
+    if best:
+        return f"batch_size {step.batch} -> {best.batch_size} fits: {format_bytes(best.predicted or 0)} of {limit}"
+    fitting = next((f for f in fixes if f.predicted is not None and f.predicted <= plan.usable), None)
+    if fitting:
+        return fitting.action
+    if plan.in_use >= plan.usable:
+        return (f"the process already holds {format_bytes(plan.in_use)}, more than the budget of {limit}, before "
+                "this step allocates anything: free the arrays it no longer needs (del them, or donate them to "
+                "the jitted step), or give it more memory (--memory-limit)")
+    if not fixes:
+        return ""
+    return f"no single fix is predicted to fit: combine them, starting with: {fixes[0].action}"
 
 
 def memory_table() -> Report:
