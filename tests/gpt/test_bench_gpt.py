@@ -25,3 +25,23 @@ def test_per_core_floor_runs_one_pinned_process_per_core_on_its_share(data_dir):
     assert floor["tokens_per_s"] * floor["ms_per_iter"] / 1000 == pytest.approx(12 * 64)
     assert jax_run["tokens_per_iter"] == 12 * 64
     assert "jax per core, no exchange" in r.stdout
+
+
+@pytest.mark.slow
+def test_side_by_side_trainer_child_answers_turns_of_iterations(data_dir):
+    """The protocol --nanogpt's turns rely on, with the JAX trainer (the PyTorch ones need torch):
+    set up and first iteration, then one answer of N times for each line N."""
+    child = subprocess.Popen([sys.executable, str(SCRIPT), f"--data_dir={data_dir}", "--warmup=1", "--trainer=jax"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(child.stdout.readline())
+        assert first["tokens_per_iter"] == 12 * 64 and first["first_iter_s"] > 0 and first["devices"] >= 1
+        for n in (3, 2):
+            child.stdin.write(f"{n}\n")
+            child.stdin.flush()
+            times = json.loads(child.stdout.readline())
+            assert len(times) == n and all(0 < t < 60 for t in times)
+        child.stdin.close()
+        assert child.wait(timeout=120) == 0, child.stderr.read()[-3000:]
+    finally:
+        child.kill()
