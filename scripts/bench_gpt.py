@@ -32,6 +32,7 @@ XLA:CPU's multi-device execution (shared runtime, all-reduce) costs.
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -187,7 +188,7 @@ def make_nanogpt_run(args, compile_: bool):
     model, optimizer = nanogpt_side.build(nanogpt_side.load(args.nanogpt), config, cfg, cfg["seed"])
     if compile_:
         model = torch.compile(model)
-    iteration = iter(range(10**9))
+    iteration = itertools.count()
 
     def one_iteration():
         x, y = nanogpt_side.get_batch(dataset_dir / "train.bin", cfg["batch_size"], config.block_size)
