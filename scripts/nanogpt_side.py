@@ -18,9 +18,10 @@ from model import GPTConfig
 
 def load(checkout: Path) -> ModuleType:
     """nanoGPT's model.py, as module `nanogpt_model` (gpt/'s own `model` stays importable)."""
-    spec = importlib.util.spec_from_file_location("nanogpt_model", Path(checkout) / "model.py")
-    if spec is None or not (Path(checkout) / "model.py").is_file():
+    path = Path(checkout) / "model.py"
+    if not path.is_file():
         raise FileNotFoundError(f"no nanoGPT model.py in {checkout}")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

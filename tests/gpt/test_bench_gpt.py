@@ -28,11 +28,12 @@ def test_per_core_floor_runs_one_pinned_process_per_core_on_its_share(data_dir):
 
 
 @pytest.mark.slow
-def test_side_by_side_trainer_child_answers_turns_of_iterations(data_dir):
+def test_side_by_side_trainer_child_answers_turns_of_iterations(data_dir, tmp_path):
     """The protocol --nanogpt's turns rely on, with the JAX trainer (the PyTorch ones need torch):
     set up and first iteration, then one answer of N times for each line N."""
+    log = open(tmp_path / "child.log", "w+")  # a file, not a pipe nobody reads until the end
     child = subprocess.Popen([sys.executable, str(SCRIPT), f"--data_dir={data_dir}", "--warmup=1", "--trainer=jax"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         first = json.loads(child.stdout.readline())
         assert first["tokens_per_iter"] == 12 * 64 and first["first_iter_s"] > 0 and first["devices"] >= 1
@@ -42,6 +43,7 @@ def test_side_by_side_trainer_child_answers_turns_of_iterations(data_dir):
             times = json.loads(child.stdout.readline())
             assert len(times) == n and all(0 < t < 60 for t in times)
         child.stdin.close()
-        assert child.wait(timeout=120) == 0, child.stderr.read()[-3000:]
+        assert child.wait(timeout=120) == 0, (tmp_path / "child.log").read_text()[-3000:]
     finally:
         child.kill()
+        log.close()
