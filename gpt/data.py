@@ -152,13 +152,14 @@ def prepare(
     return dataset_dir
 
 
-def ensure_prepared(dataset: str, data_dir: str | Path = "data") -> Path:
-    """The dataset dir, prepared first (default source) only if one of its files is missing."""
+def ensure_prepared(dataset: str, data_dir: str | Path = "data", input_path: str | Path | None = None) -> Path:
+    """The dataset dir, prepared first (from input_path, else the default source) only if one of
+    its files is missing."""
     check_dataset(dataset)
     dataset_dir = Path(data_dir) / dataset
     if all((dataset_dir / name).exists() for name in ("train.bin", "val.bin", "meta.json")):
         return dataset_dir
-    return prepare(dataset, data_dir)
+    return prepare(dataset, data_dir, input_path=input_path)
 
 
 def load_meta(dataset_dir: str | Path) -> dict:

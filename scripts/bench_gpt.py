@@ -71,11 +71,7 @@ def make_run(args):
     cfg = train.parse_config([str(CPU_CONFIG), f"--data_dir={args.data_dir}", f"--dtype={args.dtype}"])
     cfg["batch_size"] //= args.share  # a per-core child's share of the batch
     train.use_cpu_cores(cfg)  # as train.py's main: one device per core (unless XLA_FLAGS says otherwise)
-    if args.input:
-        dataset_dir = Path(args.data_dir) / cfg["dataset"]
-        if not (dataset_dir / "meta.json").exists():
-            data.prepare(cfg["dataset"], args.data_dir, input_path=args.input)
-    dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"])
+    dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"], input_path=args.input)
     tokens = data.load_split(dataset_dir, "train")
     mc = train.model_config_from(cfg, data.load_meta(dataset_dir)["vocab_size"])
     opt, step, _ = train.make_steps(mc, cfg)

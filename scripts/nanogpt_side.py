@@ -1,8 +1,10 @@
-"""PyTorch nanoGPT beside gpt/, for the scripts that compare the two (parity_nanogpt.py, bench_gpt.py).
+"""PyTorch nanoGPT beside gpt/, for the scripts that compare the two (parity_nanogpt.py, bench_gpt.py,
+bench_quality.py).
 
 Only the model.py of a karpathy/nanoGPT checkout is imported (its train.py runs at module level);
 what its train.py does per iteration is written out here: the learning rate, the batch, forward,
-backward, gradient clipping, the optimizer step.
+backward, gradient clipping, the optimizer step; and its whole loop from scratch with its evals,
+its random draws in its order.
 """
 
 import importlib.util
@@ -74,3 +76,40 @@ def train_iteration(model, optimizer, x, y, lr: float, grad_clip: float):
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
+
+
+def estimate_loss(model, dataset_dir: Path, batch_size: int, block_size: int, eval_iters: int) -> dict[str, float]:
+    """nanoGPT's estimate_loss: the mean loss of eval_iters fresh random batches per split,
+    drawn from torch's global generator (so an eval moves the training batches that follow)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        out = {
+            split: float(np.mean([
+                model(*get_batch(dataset_dir / f"{split}.bin", batch_size, block_size))[1].item()
+                for _ in range(eval_iters)
+            ]))
+            for split in ("train", "val")
+        }
+    model.train()
+    return out
+
+
+def train_from_scratch(nanogpt: ModuleType, config: GPTConfig, cfg: dict[str, Any], seed: int,
+                       dataset_dir: Path, on_iteration=lambda: None):
+    """nanoGPT's train.py from torch seed `seed`, its random draws in its order: the weights, the
+    first batch, then an eval every eval_interval iterations and a new batch after each step.
+    Returns (the model at max_iters, {iteration: {"train": loss, "val": loss}})."""
+    model, optimizer = build(nanogpt, config, cfg, seed)
+    batch = (cfg["batch_size"], config.block_size)
+    x, y = get_batch(dataset_dir / "train.bin", *batch)
+    evals = {}
+    for it in range(cfg["max_iters"] + 1):
+        if it % cfg["eval_interval"] == 0 or it == cfg["max_iters"]:
+            evals[it] = estimate_loss(model, dataset_dir, *batch, cfg["eval_iters"])
+        if it == cfg["max_iters"]:
+            return model, evals
+        train_iteration(model, optimizer, x, y, lr_at(it, cfg), cfg["grad_clip"])
+        x, y = get_batch(dataset_dir / "train.bin", *batch)
+        on_iteration()

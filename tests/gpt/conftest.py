@@ -24,3 +24,15 @@ def data_dir(tmp_path_factory):
     text.write_text(TEXT)
     data.prepare("shakespeare_char", root, input_path=text)
     return root
+
+
+@pytest.fixture(scope="package", autouse=True)
+def shared_xla_cache(tmp_path_factory):
+    """One XLA persistent compilation cache for this package's subprocesses: they compile the
+    same tiny-config programs again and again, and compiling is most of their time (a hooked
+    train+sample subprocess: 82 s cold, 18 s warm). Package-scoped, so it is unset before the
+    raximport tests, whose subject is who owns that setting."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
+        mp.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+        yield

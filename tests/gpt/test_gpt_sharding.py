@@ -30,7 +30,8 @@ TIMEOUT = 300
 
 
 def env_with_devices(n: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAX_", "JAX_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAX_", "JAX_")) or k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
     env.update(JAX_PLATFORMS="cpu", NO_COLOR="1", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", **extra)
     return env
 
