@@ -44,16 +44,24 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
 
 
-def run_gpt(cfg: dict, seed: int, out_dir: Path, splits: dict) -> dict[str, float]:
-    import os as _os
+def summarise(runs: dict[int, dict[str, float]], threshold: float) -> dict:
+    """Per trainer: (mean, standard error) of the printed and whole-split losses, the printed
+    range, and how many runs printed <= threshold."""
+    printed = [r["printed"] for r in runs.values()]
+    return {
+        "runs": len(runs), "printed": mean_se(printed), "whole": mean_se([r["whole"] for r in runs.values()]),
+        "printed_min": min(printed), "printed_max": max(printed), "at_or_below": sum(x <= threshold for x in printed),
+    }
 
+
+def run_gpt(cfg: dict, seed: int, out_dir: Path, splits: dict) -> dict[str, float]:
     from rich.console import Console
 
     import train
     from eval_whole_split import from_gpt, whole_split_loss
 
     run_cfg = {**cfg, "seed": seed, "out_dir": str(out_dir / f"gpt-seed{seed}")}
-    with open(_os.devnull, "w") as quiet:
+    with open(os.devnull, "w") as quiet:
         summary = train.train(run_cfg, console=Console(file=quiet))
     params, config = from_gpt(Path(run_cfg["out_dir"]) / "last.npz")
     return {"printed": summary["evals"][cfg["max_iters"]]["val"], "whole": whole_split_loss(params, config, splits["val"])}
@@ -110,22 +118,21 @@ def main() -> None:
                 console.print(f"[{i + 1}/{len(args.seeds)}] seed {seed} {name}: val loss printed {r['printed']:.4f}, "
                               f"whole split {r['whole']:.4f} ({time.perf_counter() - t0:.0f} s)")
 
+    summary = {name: summarise(runs, args.threshold) for name, runs in results.items()}
     table = Table(title=f"{args.config.name}, val loss at iteration {cfg['max_iters']}, seeds {args.seeds}")
-    for col in ("trainer", "runs", "printed: mean +- se", "min - max", f"printed <= {args.threshold}", "whole split: mean +- se"):
+    for col in ("trainer", "runs", "printed, mean +- se", "min - max", f"<= {args.threshold}", "whole split, mean +- se"):
         table.add_column(col, justify="right")
-    for name, runs in results.items():
-        printed = [r["printed"] for r in runs.values()]
-        whole = [r["whole"] for r in runs.values()]
-        table.add_row(name, str(len(runs)), "{:.4f} +- {:.4f}".format(*mean_se(printed)),
-                      f"{min(printed):.4f} - {max(printed):.4f}", f"{sum(x <= args.threshold for x in printed)}",
-                      "{:.4f} +- {:.4f}".format(*mean_se(whole)))
+    for name, m in summary.items():
+        table.add_row(name, str(m["runs"]), f"{m['printed'][0]:.4f} +- {m['printed'][1]:.4f}",
+                      f"{m['printed_min']:.4f} - {m['printed_max']:.4f}", str(m["at_or_below"]),
+                      f"{m['whole'][0]:.4f} +- {m['whole'][1]:.4f}")
     console.print(table)
     if args.nanogpt:
         for kind in ("printed", "whole"):
-            (m1, s1), (m2, s2) = (mean_se([r[kind] for r in results[n].values()]) for n in ("gpt/", "nanoGPT"))
+            (m1, s1), (m2, s2) = summary["gpt/"][kind], summary["nanoGPT"][kind]
             console.print(f"gpt/ - nanoGPT, {kind}: {m1 - m2:+.4f} +- {math.hypot(s1, s2):.4f}")
-    print(json.dumps({name: {str(s): r for s, r in runs.items()} for name, runs in results.items()}))
-
+    print(json.dumps({"runs": {name: {str(s): r for s, r in runs.items()} for name, runs in results.items()},
+                      "summary": summary}))
 
 if __name__ == "__main__":
     main()
