@@ -28,11 +28,24 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="package", autouse=True)
 def shared_xla_cache(tmp_path_factory):
-    """One XLA persistent compilation cache for this package's subprocesses: they compile the
-    same tiny-config programs again and again, and compiling is most of their time (a hooked
-    train+sample subprocess: 82 s cold, 18 s warm). Package-scoped, so it is unset before the
-    raximport tests, whose subject is who owns that setting."""
+    """One XLA persistent compilation cache for this package, in this process and its
+    subprocesses: they compile the same tiny-config programs again and again, and compiling is
+    most of their time (a hooked train+sample subprocess: 82 s cold, 18 s warm). Package-scoped
+    and undone after (JAX's cache state reset too), so the raximport tests that follow, whose
+    subject is who owns that setting, start as a fresh process would."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    directory = str(tmp_path_factory.mktemp("xla-cache"))
+    settings = {"jax_compilation_cache_dir": directory, "jax_persistent_cache_min_compile_time_secs": 0.2}
+    before = {name: getattr(jax.config, name) for name in settings}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
-        mp.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-        yield
+        for name, value in settings.items():
+            mp.setenv(name.upper(), str(value))
+            jax.config.update(name, value)
+        try:
+            yield
+        finally:
+            for name, value in before.items():
+                jax.config.update(name, value)
+            compilation_cache.reset_cache()
