@@ -97,16 +97,26 @@ def main() -> None:
     from rich.table import Table
 
     console = Console()
-    cfg = train.parse_config([str(args.config), f"--data_dir={args.data_dir}", *args.overrides])
+    trainers = {"gpt/": None}
+    if args.nanogpt:
+        import importlib.util
+
+        import nanogpt_side
+
+        if importlib.util.find_spec("torch") is None:
+            p.error("--nanogpt needs PyTorch in this environment (its CPU build is enough)")
+        try:
+            trainers["nanoGPT"] = nanogpt_side.load(args.nanogpt)
+        except FileNotFoundError as e:
+            p.error(f"--nanogpt: {e}")
+
+    try:
+        cfg = train.parse_config([str(args.config), f"--data_dir={args.data_dir}", *args.overrides])
+    except train.ConfigError as e:
+        p.error(str(e))
     train.use_cpu_cores(cfg)
     dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"], input_path=args.input)
     splits = {s: data.load_split(dataset_dir, s) for s in ("train", "val")}
-    trainers = {"gpt/": None}
-    if args.nanogpt:
-        import nanogpt_side
-
-        trainers["nanoGPT"] = nanogpt_side.load(args.nanogpt)
-
     results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in trainers}
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = args.out or Path(tmp)

@@ -29,3 +29,14 @@ def test_each_seed_trains_and_the_summary_counts_them(data_dir, tmp_path):
     assert summary["runs"] == 3 and summary["printed"][0] == pytest.approx(sum(printed) / 3)
     assert summary["at_or_below"] == sum(x <= 3.9 for x in printed)
     assert "val loss at iteration 6" in r.stdout and "seed 5 gpt/" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--", "--max_iter=3"], "unknown config key 'max_iter'"),
+    (["--nanogpt", "/nonexistent"], "--nanogpt"),  # no torch here, or no model.py there
+])
+def test_bad_input_is_a_usage_error_before_any_training(args, message, tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), f"--data_dir={tmp_path}", *args],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # nothing prepared
