@@ -96,8 +96,7 @@ def estimate_loss(model, dataset_dir: Path, batch_size: int, block_size: int, ev
     return out
 
 
-def train_from_scratch(nanogpt: ModuleType, config: GPTConfig, cfg: dict[str, Any], seed: int,
-                       dataset_dir: Path, on_iteration=lambda: None):
+def train_from_scratch(nanogpt: ModuleType, config: GPTConfig, cfg: dict[str, Any], seed: int, dataset_dir: Path):
     """nanoGPT's train.py from torch seed `seed`, its random draws in its order: the weights, the
     first batch, then an eval every eval_interval iterations and a new batch after each step.
     Returns (the model at max_iters, {iteration: {"train": loss, "val": loss}})."""
@@ -112,4 +111,3 @@ def train_from_scratch(nanogpt: ModuleType, config: GPTConfig, cfg: dict[str, An
             return model, evals
         train_iteration(model, optimizer, x, y, lr_at(it, cfg), cfg["grad_clip"])
         x, y = get_batch(dataset_dir / "train.bin", *batch)
-        on_iteration()
