@@ -480,7 +480,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
 
     init_distributed(cfg)  # before anything else touches JAX
     is_main = jax.process_index() == 0  # only process 0 logs and writes checkpoints
-    console = (console or Console()) if is_main else Console(quiet=True)
+    console = (console or Console(soft_wrap=True)) if is_main else Console(quiet=True)  # log lines unwrapped
     out = Path(cfg["out_dir"])
     accum = cfg["gradient_accumulation_steps"]
     tokens_per_iter = accum * cfg["batch_size"] * cfg["block_size"]

@@ -130,7 +130,8 @@ def test_lr_schedule():
     assert lr(500) == pytest.approx(0.1)
 
 
-def test_ctrl_c_saves_and_stops(tmp_path, data_dir, monkeypatch):
+def test_ctrl_c_saves_and_stops(tmp_path, data_dir, monkeypatch, capsys):
+    out = tmp_path / ("long-output-directory-" * 4)  # a log line longer than 80 columns stays one line
     calls = {"n": 0}
     real = data.get_batch
 
@@ -141,9 +142,10 @@ def test_ctrl_c_saves_and_stops(tmp_path, data_dir, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(data, "get_batch", get_batch)
-    summary = train.train(tiny(data_dir, tmp_path, "--max_iters=50", "--eval_interval=1000"))
+    summary = train.train(tiny(data_dir, out, "--max_iters=50", "--eval_interval=1000"))
     assert summary["interrupted"] and summary["iter_num"] == 3
-    assert checkpoint.load_meta(tmp_path / "last.npz")["iter_num"] == 3
+    assert checkpoint.load_meta(out / "last.npz")["iter_num"] == 3
+    assert f"interrupted: saved {out / 'last.npz'} at iteration 3\n" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- checkpoints
