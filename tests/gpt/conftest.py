@@ -36,13 +36,19 @@ def shared_xla_cache(tmp_path_factory):
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    directory = str(tmp_path_factory.mktemp("xla-cache"))
-    settings = {"jax_compilation_cache_dir": directory, "jax_persistent_cache_min_compile_time_secs": 0.2}
+    directory = tmp_path_factory.getbasetemp() / "xla-cache"  # the same one if the package comes back
+    directory.mkdir(exist_ok=True)  # (an xdist worker may run other tests in between)
+    settings = {
+        "jax_compilation_cache_dir": str(directory),
+        "jax_persistent_cache_min_compile_time_secs": 0.2,
+        "jax_compilation_cache_max_size": -1,  # no LRU here: a raximport test before may have left one on
+    }
     before = {name: getattr(jax.config, name) for name in settings}
     with pytest.MonkeyPatch.context() as mp:
         for name, value in settings.items():
             mp.setenv(name.upper(), str(value))
             jax.config.update(name, value)
+        compilation_cache.reset_cache()  # JAX opens its cache once: in this worker, maybe already
         try:
             yield
         finally:
