@@ -17,7 +17,7 @@ import numpy as np
 import checkpoint
 from model import GPTConfig, generate, init_params
 from tokenizer import load_tokenizer
-from train import ConfigError, parse_config
+from train import ConfigError, parse_config, usage, wants_help
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = "out"  # where train.py saved best.npz / last.npz
@@ -42,7 +42,8 @@ def load_model(out: str | Path, which: str = "best", dtype: str | None = None) -
     if which == "best" and not path.exists():
         path = out / "last.npz"
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {path}: train first (python gpt/train.py ...)")
+        tried = f"{out / 'best.npz'} nor {path}" if which == "best" else f"{path}"
+        raise FileNotFoundError(f"no checkpoint {tried}: train first (python gpt/train.py ... --out_dir={out})")
     meta = checkpoint.load_meta(path)
     args = dict(meta["model_args"])
     if dtype is not None:
@@ -55,16 +56,19 @@ def load_model(out: str | Path, which: str = "best", dtype: str | None = None) -
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print(usage(__file__, __doc__))
+        return 0
     try:
         cfg = parse_config(argv, DEFAULTS)
-    except ConfigError as e:
+        params, config, meta = load_model(cfg["out_dir"], cfg["ckpt"], cfg["dtype"])
+        prompt = cfg["start"]
+        if prompt.startswith("FILE:"):
+            prompt = Path(prompt[5:]).read_text(encoding="utf-8")
+    except (ConfigError, FileNotFoundError) as e:
         print(f"sample.py: error: {e}", file=sys.stderr)
         return 2
-    params, config, meta = load_model(cfg["out_dir"], cfg["ckpt"], cfg["dtype"])
     tok = load_tokenizer(meta["data_meta"])
-    prompt = cfg["start"]
-    if prompt.startswith("FILE:"):
-        prompt = Path(prompt[5:]).read_text(encoding="utf-8")
     ids = tok.encode(prompt)
     x = jnp.asarray(np.tile(np.asarray(ids, np.int32)[None], (cfg["num_samples"], 1)))
     out = generate(

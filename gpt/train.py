@@ -110,6 +110,20 @@ def _check_value(key: str, value: Any, source: str, defaults: dict[str, Any]) ->
     return value
 
 
+def wants_help(argv: list[str]) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
+def usage(script: str, doc: str) -> str:
+    """A script's --help: its docstring, then its defaults block as written in its source (every
+    key with its default and comment), which is what a config file or --key=value overrides."""
+    lines = Path(script).read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# ---") and "defaults" in line)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("# ---"))
+    keys = "\n".join(f"  {line}" for line in lines[start + 1 : end])
+    return f"{doc.strip()}\n\nKeys and their defaults (override in a config file or with --key=value):\n{keys}"
+
+
 def parse_config(argv: list[str], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Defaults, then config files (positional args) and --key=value overrides in order."""
     defaults = DEFAULTS if defaults is None else defaults
@@ -493,7 +507,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
     if cfg["init_from"] == "resume":
         ckpt_path = out / "last.npz"
         if not ckpt_path.exists():
-            raise FileNotFoundError(f"init_from='resume' but there is no checkpoint at {ckpt_path}")
+            raise ConfigError(f"init_from='resume' but there is no checkpoint at {ckpt_path}")
         ck_meta = checkpoint.load_meta(ckpt_path)
         for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout"):  # the model must match
             cfg[k] = ck_meta["config"][k]
@@ -643,6 +657,9 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print(usage(__file__, __doc__))
+        return 0
     try:
         cfg = parse_config(argv)
     except ConfigError as e:

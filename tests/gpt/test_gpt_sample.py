@@ -82,3 +82,15 @@ def test_sample_script(tmp_path, params):
     assert len(samples[0].rstrip("\n")) == 33
     r = subprocess.run([sys.executable, str(ROOT / "gpt" / "sample.py"), "--top=3"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown config key 'top'" in r.stderr
+
+
+def test_help_and_a_missing_checkpoint(tmp_path, capsys):
+    import sample
+
+    assert sample.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Sample from a trained model") and "  temperature = 0.8  # " in out
+    assert all(f"  {key} = " in out for key in sample.DEFAULTS)
+    assert sample.main([f"--out_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert f"no checkpoint {tmp_path / 'best.npz'} nor {tmp_path / 'last.npz'}: train first" in err

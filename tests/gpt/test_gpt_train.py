@@ -70,6 +70,21 @@ def test_bad_config_exits_2_without_traceback():
     assert "unknown config key 'max_iter'" in r.stderr and "max_iters" in r.stderr
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_shows_usage_and_every_key_with_its_default_and_comment(flag, capsys):
+    assert train.main([str(TINY), flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Train a GPT in plain JAX") and "python gpt/train.py config/" in out
+    assert "  batch_size = 12  # micro-batch size\n" in out
+    assert all(f"  {key} = " in out for key in train.DEFAULTS)
+
+
+def test_resume_without_a_checkpoint_is_a_config_error_with_its_path(tmp_path, data_dir):
+    with pytest.raises(train.ConfigError) as e:  # main() prints it and exits 2, as any config error
+        train.train(tiny(data_dir, tmp_path, "--init_from=resume"))
+    assert str(e.value) == f"init_from='resume' but there is no checkpoint at {tmp_path / 'last.npz'}"
+
+
 def test_all_configs_parse():
     for path in sorted((ROOT / "config").glob("train_*.py")):
         cfg = train.parse_config([str(path)])
