@@ -17,7 +17,7 @@ import numpy as np
 import checkpoint
 from model import GPTConfig, generate, init_params
 from tokenizer import load_tokenizer
-from train import ConfigError, parse_config, usage, wants_help
+from train import ConfigError, parse_config, print_help_if_asked
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = "out"  # where train.py saved best.npz / last.npz
@@ -56,8 +56,7 @@ def load_model(out: str | Path, which: str = "best", dtype: str | None = None) -
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if wants_help(argv):
-        print(usage(__file__, __doc__))
+    if print_help_if_asked(argv, __file__, __doc__):
         return 0
     try:
         cfg = parse_config(argv, DEFAULTS)

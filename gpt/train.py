@@ -110,18 +110,18 @@ def _check_value(key: str, value: Any, source: str, defaults: dict[str, Any]) ->
     return value
 
 
-def wants_help(argv: list[str]) -> bool:
-    return any(arg in ("-h", "--help") for arg in argv)
-
-
-def usage(script: str, doc: str) -> str:
-    """A script's --help: its docstring, then its defaults block as written in its source (every
-    key with its default and comment), which is what a config file or --key=value overrides."""
+def print_help_if_asked(argv: list[str], script: str, doc: str) -> bool:
+    """If argv holds -h or --help, print the script's help and return True: its docstring, then
+    its defaults block as written in its source (every key with its default and comment), which
+    is what a config file or --key=value overrides."""
+    if not any(arg in ("-h", "--help") for arg in argv):
+        return False
     lines = Path(script).read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("# ---") and "defaults" in line)
     end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("# ---"))
     keys = "\n".join(f"  {line}" for line in lines[start + 1 : end])
-    return f"{doc.strip()}\n\nKeys and their defaults (override in a config file or with --key=value):\n{keys}"
+    print(f"{doc.strip()}\n\nKeys and their defaults (override in a config file or with --key=value):\n{keys}")
+    return True
 
 
 def parse_config(argv: list[str], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -657,8 +657,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if wants_help(argv):
-        print(usage(__file__, __doc__))
+    if print_help_if_asked(argv, __file__, __doc__):
         return 0
     try:
         cfg = parse_config(argv)
