@@ -1,11 +1,61 @@
-"""The project's own promises: CI runs exactly what the README says."""
+"""The project's own promises: CI runs exactly what the README says; raximport's dependencies are
+what raximport imports, and what only gpt/ needs is the `gpt` extra."""
 
+import ast
+import re
+import sys
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+# import name -> distribution name, where they differ
+DISTRIBUTION = {"tiktoken_ext": "tiktoken"}
 
 
 def test_ci_runs_the_readme_test_command() -> None:
     ci_command = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
     readme = (REPO / "README.md").read_text()
     assert f"```\n{ci_command}\n```" in readme
+
+
+def _names(requirements: list[str]) -> set[str]:
+    """Normalised distribution names of PEP 508 requirements ("tomli>=1.1; python_version < ..." -> tomli)."""
+    return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", r).group()).lower() for r in requirements}
+
+
+def _third_party_imports(folder: Path) -> set[str]:
+    """Distribution names of every absolute import in folder/*.py (function-level ones too) that
+    is neither the standard library nor the folder's own modules."""
+    own = {"raximport"} | {path.stem for path in folder.glob("*.py")}
+    found = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            found |= {DISTRIBUTION.get(t, t) for t in tops if t not in sys.stdlib_module_names and t not in own}
+    return _names(sorted(found))
+
+
+def test_raximport_dependencies_cover_its_imports_and_leave_gpt_alone() -> None:
+    dependencies = _names(PROJECT["dependencies"])
+    imports = _third_party_imports(REPO / "raximport")
+    assert {"jax", "jaxtyping", "beartype", "numpy", "rich"} <= imports  # the parse sees them
+    assert imports <= dependencies, f"imported by raximport/ but not a dependency: {imports - dependencies}"
+    assert "filelock" in dependencies  # JAX's persistent-cache LRU (raximport/xla_cache.py) needs it
+    assert not dependencies & {"optax", "tiktoken"}  # gpt/'s, in the gpt extra
+
+
+def test_gpt_extra_covers_what_gpt_imports() -> None:
+    available = _names(PROJECT["dependencies"]) | _names(PROJECT["optional-dependencies"]["gpt"])
+    imports = _third_party_imports(REPO / "gpt")
+    assert {"optax", "tiktoken"} <= imports
+    assert imports <= available, f"imported by gpt/ but in neither: {imports - available}"
