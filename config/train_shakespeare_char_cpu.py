@@ -3,7 +3,7 @@
 #     --log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128
 #     --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0
 # At iteration 2000 both nanoGPT (PyTorch) and gpt/ print val loss 1.87-1.93 depending on the seed,
-# 1.907 on average over the whole val split (nine seeds each: README, scripts/bench_quality.py).
+# 1.907 on average over the whole val split (nine seeds each: docs/PERFORMANCE.md, scripts/bench_quality.py).
 
 out_dir = 'out-shakespeare-char-cpu'
 eval_interval = 250
