@@ -19,19 +19,23 @@ def _autoload() -> None:
 
     try:
         installation = install()
-    except ConfigError as exc:
+    except Exception as exc:  # at every interpreter start: one line of warning, never a traceback
         import warnings
 
-        warnings.warn(f"raximport: not enabled: {exc}", RaxWarning, stacklevel=1)
+        reason = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        warnings.warn_explicit(f"raximport: not enabled: {reason}", RaxWarning, "<raximport startup>", 1)
         return
     script = sys.argv[0] if sys.argv else ""
     if not script or sys.flags.interactive or not os.path.isfile(script):
         return
-    target = os.path.abspath(script)
+    target = os.path.realpath(script)
     hooked = [True]
 
     def run_main_rewritten(event: str, args: tuple[object, ...]) -> None:
-        if event != "cpython.run_file" or args[0] != target or not hooked:
+        # Any spelling of the script's path (./train.py, sub/../train.py, a symlink) is the script.
+        if event != "cpython.run_file" or not hooked or not isinstance(args[0], str):
+            return
+        if os.path.realpath(args[0]) != target:
             return
         hooked.clear()
         from raximport.runner import run_path

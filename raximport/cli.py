@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from raximport import __version__
-from raximport.config import ConfigError, load_config
+from raximport.config import OPTIONS, ConfigError, load_config
 
 RUN_USAGE = "%(prog)s [options] script.py [args ...]\n       %(prog)s [options] -m module [args ...]"
 RUN_DESCRIPTION = """\
@@ -19,56 +19,39 @@ so that every jaxtyping-annotated function and dataclass is shape- and dtype-che
 By default the script's project is instrumented: the modules under the nearest parent directory
 holding pyproject.toml, setup.py, setup.cfg or .git. The standard library and site-packages are
 left alone unless named with --package. A module opts out with RAX_DONT_REWRITE in its docstring
-or in a comment. Options can also be set with RAX_* environment variables (RAX_PACKAGES,
-RAX_PATHS, RAX_EXCLUDE, RAX_CHECKS, RAX_VERBOSE, RAX_CACHE_DIR, RAX_XLA_CACHE, RAX_REPORT_JSON,
-RAX_TRACEBACK) and in pyproject.toml under
-[tool.raximport]; the command line wins.
+or in a comment.
+
+Every option can also be set in pyproject.toml under [tool.raximport] (its name, e.g.
+memory_limit = "2GB") or with the RAX_* variable shown beside it; the command line wins.
 """
-VALUE_OPTIONS = {"-p", "--package", "--path", "-x", "--exclude", "--project-root", "--cache-dir", "--memory-limit",
-                 "--report-json", "--traceback"}
 
 
 def run_parser(prog: str) -> argparse.ArgumentParser:
+    """`rax run`'s parser, one argument per row of the options table (config.OPTIONS)."""
     parser = argparse.ArgumentParser(
         prog=prog, usage=RUN_USAGE, description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-p", "--package", action="append", metavar="NAME", dest="packages",
-                        help="also instrument this package or module, wherever it is installed (repeatable)")
-    parser.add_argument("--path", action="append", metavar="DIR", dest="paths",
-                        help="also instrument the modules under this directory (repeatable)")
-    parser.add_argument("-x", "--exclude", action="append", metavar="PATTERN",
-                        help="never instrument modules with this name prefix or matching this path glob (repeatable)")
-    parser.add_argument("--no-checks", dest="checks", action="store_false", default=None,
-                        help="do not add shape/dtype checks")
-    parser.add_argument("-v", "--verbose", action="store_true", default=None, help="say what raximport does")
-    parser.add_argument("--project-root", metavar="DIR", help="the directory whose modules are the user's")
-    parser.add_argument("--cache-dir", metavar="DIR", help="where raximport keeps its caches")
-    parser.add_argument("--no-xla-cache", dest="xla_cache", action="store_false", default=None,
-                        help="leave JAX's persistent compilation cache alone (raximport turns it on)")
-    parser.add_argument("--no-jit", dest="jit", action="store_false", default=None,
-                        help="leave the script's jax.jit calls alone (no trace watch, no memory check)")
-    parser.add_argument("--no-autojit", dest="autojit", action="store_false", default=None,
-                        help="do not jit annotated pure functions that the script did not jit")
-    parser.add_argument("--memory-limit", metavar="SIZE",
-                        help="the memory budget, e.g. 2GB (default: the device's, or the host's free memory)")
-    parser.add_argument("--memory-report", action="store_true", default=None,
-                        help="at exit, show each compiled function's predicted peak memory and headroom")
-    parser.add_argument("--no-memory-check", dest="memory_check", action="store_false", default=None,
-                        help="do not check compiled steps against the memory budget before they run")
-    parser.add_argument("--report-json", metavar="PATH",
-                        help="also write every report (errors, with their fix; recompilations...) as JSON to PATH")
-    parser.add_argument("--traceback", choices=("short", "full"), default=None,
-                        help="short (default): collapse frames inside jax, jaxtyping, beartype, raximport; "
-                             "full: show them all (as --verbose does)")
-    parser.add_argument("--debug-nans", action="store_true",
-                        help="turn on JAX's NaN checks (jax_debug_nans): stop at the first operation producing a NaN")
-    parser.add_argument("--debug-keys", action="store_true",
-                        help="turn on JAX's PRNG key-reuse checker (jax_debug_key_reuse; typed jax.random.key only)")
+    for row in OPTIONS:
+        help = f"{'do not ' if row.is_switch and row.default else ''}{row.help} [{row.env}]"
+        if row.is_switch:
+            action = "store_false" if row.default else "store_true"
+            parser.add_argument(*row.cli_flags, dest=row.name, action=action, default=None, help=help)
+        elif isinstance(row.default, tuple):
+            parser.add_argument(*row.cli_flags, dest=row.name, action="append", metavar=row.metavar,
+                                help=help + " (repeatable)")
+        else:
+            parser.add_argument(*row.cli_flags, dest=row.name, metavar=row.metavar, choices=row.choices or None,
+                                help=help)
     parser.add_argument("--version", action="version", version=f"raximport {__version__}")
     return parser
 
 
-def split_run_argv(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str]]:
+def _value_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The flags that take a value, so the value is not mistaken for the script."""
+    return {flag for action in parser._actions if action.nargs != 0 for flag in action.option_strings}
+
+
+def split_run_argv(argv: list[str], value_flags: set[str]) -> tuple[list[str], str | None, str | None, list[str]]:
     """Split into (raximport's options, script, module, the program's args), like `python` does."""
     options: list[str] = []
     index = 0
@@ -84,23 +67,17 @@ def split_run_argv(argv: list[str]) -> tuple[list[str], str | None, str | None, 
         if not token.startswith("-") or token == "-":
             return options, token, None, argv[index + 1 :]
         options.append(token)
-        if token in VALUE_OPTIONS and index + 1 < len(argv):
+        if token in value_flags and index + 1 < len(argv):
             options.append(argv[index + 1])
             index += 1
         index += 1
     return options, None, None, []
 
 
-def _split_commas(values: list[str] | None) -> tuple[str, ...] | None:
-    if values is None:
-        return None
-    return tuple(part for value in values for part in value.split(",") if part)
-
-
 def run(argv: list[str], prog: str) -> int:
     """`rax run` / `python -m raximport`: run a script or module under the hook."""
     parser = run_parser(prog)
-    options, script, module, args = split_run_argv(argv)
+    options, script, module, args = split_run_argv(argv, _value_flags(parser))
     ns = parser.parse_args(options)
     if script is None and module is None:
         parser.error("a script or -m module is required")
@@ -108,45 +85,17 @@ def run(argv: list[str], prog: str) -> int:
     from raximport.session import install
 
     root = Path(script).resolve().parent if script else Path.cwd()
+    flags = {row.name: row.cli_flags[-1] for row in OPTIONS}
     try:
-        config = load_config(
-            {
-                "packages": _split_commas(ns.packages),
-                "paths": tuple(os.path.abspath(p) for p in ns.paths) if ns.paths else None,
-                "exclude": _split_commas(ns.exclude),
-                "checks": ns.checks,
-                "verbose": ns.verbose,
-                "project_root": ns.project_root,
-                "cache_dir": ns.cache_dir,
-                "xla_cache": ns.xla_cache,
-                "jit": ns.jit,
-                "autojit": ns.autojit,
-                "memory_limit": ns.memory_limit,
-                "memory_report": ns.memory_report,
-                "memory_check": ns.memory_check,
-                "report_json": ns.report_json,
-                "traceback": ns.traceback,
-            },
-            root=root,
-        )
+        config = load_config({row.name: getattr(ns, row.name) for row in OPTIONS}, root=root,
+                             origin=flags.__getitem__)
     except ConfigError as exc:
         parser.error(str(exc))
     os.environ.update(config.to_env())  # child processes (multiprocessing spawn) inherit the hook
-    _debug_env(ns.debug_nans, ns.debug_keys, config.verbose or config.traceback == "full")
     install(config=config)
     if module is not None:
         return run_module(module, args, config)
     return run_path(script, args, config)  # type: ignore[arg-type]
-
-
-def _debug_env(nans: bool, keys: bool, full_tracebacks: bool) -> None:
-    """JAX reads these when it is first imported (by the script, after this): a value the user set wins."""
-    if nans:
-        os.environ.setdefault("JAX_DEBUG_NANS", "True")
-    if keys:
-        os.environ.setdefault("JAX_DEBUG_KEY_REUSE", "True")
-    if full_tracebacks:
-        os.environ.setdefault("JAX_TRACEBACK_FILTERING", "off")
 
 
 def cache_command(action: str, cache_dir: str | None, parser: argparse.ArgumentParser) -> int:

@@ -38,7 +38,6 @@ DIM_TO_CONFIG = {
     "heads": "n_head", "H": "n_head", "n_head": "n_head", "n_heads": "n_head",
     "layer": "n_layer", "layers": "n_layer", "L": "n_layer", "n_layer": "n_layer",
 }
-SLOW_COMPILE_SECS = 5.0  # RAX_SLOW_COMPILE_SECS overrides
 _DTYPE_PREFIX = {"f": "float", "i": "int", "u": "uint", "c": "complex", "bf": "bfloat", "b": "bool"}
 
 
@@ -604,31 +603,26 @@ _CATALOGUE: list[tuple[Callable[[list[str], str, BaseException], bool],
 
 # --- slow compiles ------------------------------------------------------------------------------
 
-_compile_watch: dict[str, Any] = {"on": False, "reported": False}
+_compile_watch: dict[str, Any] = {"config": None, "reported": False}
 
 
-def watch_compile_times() -> None:
-    """Report, once, a compile slower than SLOW_COMPILE_SECS while JAX's persistent cache is off."""
-    if _compile_watch["on"]:
+def watch_compile_times(config: Any) -> None:
+    """Report, once, a compile slower than config.slow_compile_secs while JAX's persistent cache is
+    off (the first jit's config sets the threshold: the listener is one per process)."""
+    if _compile_watch["config"] is not None:
         return
     monitoring = getattr(sys.modules.get("jax"), "monitoring", None)
     if monitoring is None:
         return
-    _compile_watch["on"] = True
+    _compile_watch["config"] = config
     monitoring.register_event_duration_secs_listener(_on_duration)
-
-
-def _slow_compile_secs() -> float:
-    try:
-        return float(os.environ.get("RAX_SLOW_COMPILE_SECS", SLOW_COMPILE_SECS))
-    except ValueError:
-        return SLOW_COMPILE_SECS
 
 
 def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
     if event != "/jax/core/compile/backend_compile_duration" or _compile_watch["reported"]:
         return
-    if duration < _slow_compile_secs():
+    config = _compile_watch["config"]
+    if duration < config.slow_compile_secs:
         return
     jax = sys.modules.get("jax")
     try:
@@ -647,4 +641,4 @@ def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
         fix="let raximport turn the cache on (drop --no-xla-cache / RAX_XLA_CACHE=0), or set "
         "JAX_COMPILATION_CACHE_DIR: the next run loads the compiled step instead of compiling it",
         extra={"seconds": round(duration, 3), "at": time.time()},
-    ))
+    ), json_path=config.report_json)

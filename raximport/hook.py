@@ -25,7 +25,7 @@ from typing import Sequence
 from raximport import __version__
 from raximport.config import Config
 from raximport.report import note
-from raximport.rewrite import compile_source
+from raximport.rewrite import CONFIG, compile_source
 
 CACHE_MAGIC = b"RAXPYC1\n"
 _RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -111,6 +111,12 @@ class RaxLoader(importlib.machinery.SourceFileLoader):
         super().__init__(fullname, path)
         self.config = config
         self.cache = cache
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        """A module that holds, before its code runs, the config its rewritten jit binds to."""
+        module = ModuleType(spec.name)
+        module.__dict__[CONFIG] = self.config
+        return module
 
     def get_code(self, fullname: str) -> CodeType:
         return load_rewritten(self.path, self.config, self.cache, self.get_data(self.path))

@@ -18,44 +18,70 @@ import inspect
 import re
 import types
 import typing
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from raximport.report import Report, function_name, note, show, user_location
+
+if TYPE_CHECKING:
+    from raximport.config import Config
 
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 RECOMPILES_BEFORE_REPORT = 4  # a train and an eval shape, a last partial batch: fine; more is churn
 
 
-def jit(fun: Any = None, /, **options: Any) -> Any:
-    """Drop-in for `jax.jit` (same arguments, same returned object and API), watched at trace time."""
+def bind(config: "Config", name: str) -> Callable[..., Any]:
+    """`jit` or `autojit` bound to the config of the hook that instrumented a module (the rewrite
+    calls this in the module's prologue), so its options hold for every later call."""
+    if name == "jit":
+        return functools.partial(jit, config=config)
+    return functools.partial(autojit, config=config)
+
+
+def jit(fun: Any = None, /, *, config: "Config | None" = None, **options: Any) -> Any:
+    """Drop-in for `jax.jit` (same arguments, same returned object and API), watched at trace time.
+
+    `config`: raximport's options for this function; by default, those of the environment and
+    the main script's pyproject.toml.
+    """
     if fun is None:
-        return functools.partial(jit, **options)
-    return _jit(fun, None, **options)
+        return functools.partial(jit, config=config, **options)
+    return _jit(fun, config or default_config(), None, **options)
+
+
+_default: list["Config"] = []
+
+
+def default_config() -> "Config":
+    """The config for a jit that no hook bound: RAX_* variables and pyproject.toml, read once."""
+    if not _default:
+        from raximport.config import load_config
+        from raximport.session import main_script_dir
+
+        _default.append(load_config(root=main_script_dir()))
+    return _default[0]
 
 
 Churn = Callable[[list[tuple[str, Any, Any]]], bool]
 
 
-def _jit(fun: Callable[..., Any], on_churn: Churn | None, **options: Any) -> Any:
+def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **options: Any) -> Any:
     import jax
 
     from raximport.explain import watch_compile_times
     from raximport.xla_cache import watch_cache_events
 
     watch_cache_events()  # count this run's persistent-cache hits from the first compile on
-    watch_compile_times()  # a slow compile with the persistent cache off gets a report
-    watch = _TraceWatch(fun, on_churn)
+    watch_compile_times(config)  # a slow compile with the persistent cache off gets a report
+    watch = _TraceWatch(fun, config, on_churn)
 
     @functools.wraps(fun)
     def traced(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         watch.on_trace(args, kwargs)
         from raximport import memory
-        from raximport.session import active_config
 
-        config = active_config()
         if config.memory_check and memory.is_top_level_trace():
-            return memory.traced_call(fun, options, args, kwargs, config.memory_limit)
+            return memory.traced_call(fun, options, args, kwargs, config)
         return fun(*args, **kwargs)
 
     return jax.jit(traced, **options)
@@ -68,8 +94,9 @@ class _TraceWatch:
     `changes` are (argument, old, new) as `describe_call` gives them.
     """
 
-    def __init__(self, fun: Callable[..., Any], on_churn: Churn | None = None) -> None:
+    def __init__(self, fun: Callable[..., Any], config: "Config", on_churn: Churn | None = None) -> None:
         self.fun = fun
+        self.config = config
         self.on_churn = on_churn
         self.traces = 0
         self.last: dict[str, tuple[str, Any]] | None = None
@@ -90,7 +117,7 @@ class _TraceWatch:
         self.reported = True
         if self.on_churn and self.on_churn([c for c in changed if c[0] in dict(explained)]):
             return
-        show(recompile_report(self.fun, self.traces, [e for _, e in explained]))
+        show(recompile_report(self.fun, self.traces, [e for _, e in explained]), json_path=self.config.report_json)
 
 
 
@@ -159,12 +186,13 @@ STATIC, DYNAMIC, UNSUPPORTED = "static", "dynamic", "unsupported"
 _STATIC_TYPES: tuple[type, ...] = (bool, int, str, bytes, enum.Enum, type(None), type, range, slice)
 
 
-def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
+def autojit(fn: Callable[..., Any], config: "Config | None" = None) -> Callable[..., Any]:
     """Jit `fn` when it is called from plain Python; run it as is inside a trace or if it cannot be jitted.
 
     A Python int that changes on every call (a step counter) is first static, like any int; once
     it has caused a few compiles it is traced instead, unless that fails (it is used as a shape).
     """
+    config = config or default_config()
     compiled: dict[tuple[tuple[int, ...], tuple[str, ...]], Callable[..., Any]] = {}
     # The fast path: the layout by argument types, decided from the values of the first call with
     # those types; a call whose contents disagree (jit refuses it) is decided again from its values.
@@ -179,7 +207,7 @@ def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
         state["traced_ints"] |= ints
         state["trying"] = ints
         by_types.clear()
-        _verbose(f"{function_name(fn)}: {', '.join(sorted(ints))} changes on every call: traced from now on")
+        _verbose(config, f"{function_name(fn)}: {', '.join(sorted(ints))} changes on every call: traced from now on")
         return True
 
     def choose(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
@@ -189,8 +217,8 @@ def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
         if layout is None:
             return None
         if layout not in compiled:
-            compiled[layout] = _jit(fn, on_churn, static_argnums=layout[0], static_argnames=layout[1])
-            _announce(fn, layout, state["hints"])
+            compiled[layout] = _jit(fn, config, on_churn, static_argnums=layout[0], static_argnames=layout[1])
+            _announce(config, fn, layout, state["hints"])
         return compiled[layout]
 
     @functools.wraps(fn)
@@ -222,10 +250,10 @@ def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
                 listed = ", ".join(f"'{n}'" for n in sorted(names))
                 show(recompile_report(fn, RECOMPILES_BEFORE_REPORT + 1, [(
                     f"{listed} changes on every call and sets a shape, so each new value compiles again",
-                    "keep it constant, or round it up to a few sizes")]))
+                    "keep it constant, or round it up to a few sizes")]), json_path=config.report_json)
                 return auto(*args, **kwargs)
             state["eager"] = True
-            show(fallback_report(fn, exc))
+            show(fallback_report(fn, exc), json_path=config.report_json)
             return fn(*args, **kwargs)
 
     auto.__rax_autojit__ = True  # type: ignore[attr-defined]
@@ -348,17 +376,15 @@ def _static_layout(
     return tuple(static_nums), tuple(static_names)
 
 
-def _verbose(message: str) -> None:
-    from raximport.session import active_config
-
-    if active_config().verbose:
+def _verbose(config: "Config", message: str) -> None:
+    if config.verbose:
         note(message)
 
 
-def _announce(fn: Callable[..., Any], layout: tuple[tuple[int, ...], tuple[str, ...]], hints: tuple[list[str], dict[str, str]]) -> None:
+def _announce(config: "Config", fn: Callable[..., Any], layout: tuple[tuple[int, ...], tuple[str, ...]], hints: tuple[list[str], dict[str, str]]) -> None:
     names = hints[0]
     static = tuple(names[i] if i < len(names) else f"arg{i}" for i in layout[0]) + layout[1]
-    _verbose(f"jit {function_name(fn)}: static={static}")
+    _verbose(config, f"jit {function_name(fn)}: static={static}")
 
 
 def _introduced_by_jit(exc: BaseException) -> bool:

@@ -18,10 +18,13 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from raximport.errors import RaxOutOfMemoryError
 from raximport.report import Report, function_name, user_location
+
+if TYPE_CHECKING:
+    from raximport.config import Config
 
 MiB = 2**20
 # Measured on CPU (FACTS.md, and scripts/bench_memory.py): the first execution of a step adds
@@ -98,13 +101,14 @@ def host_free() -> tuple[int, str]:
     return free, source
 
 
-def budget(memory_limit: int | None, device: Any) -> Budget:
-    """The budget for one device: an explicit limit wins; else the device's own, else the host's."""
+def budget(config: "Config", device: Any) -> Budget:
+    """The budget for one device: an explicit limit wins (named by where it was set: install(),
+    RAX_MEMORY_LIMIT, pyproject.toml or --memory-limit); else the device's own, else the host's."""
     platform = device.platform
     stats = device.memory_stats() if platform != "cpu" else None
     in_use = stats.get("bytes_in_use", 0) if stats else current_rss()
-    if memory_limit is not None:
-        return Budget(memory_limit, in_use, "--memory-limit", platform)
+    if config.memory_limit is not None:
+        return Budget(config.memory_limit, in_use, f"memory_limit from {config.origin('memory_limit')}", platform)
     if stats and stats.get("bytes_limit"):
         return Budget(stats["bytes_limit"], in_use, f"{device.device_kind} bytes_limit", platform)
     free, source = host_free()
@@ -245,7 +249,7 @@ def is_top_level_trace() -> bool:
 
 
 def traced_call(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                memory_limit: int | None) -> Any:
+                config: "Config") -> Any:
     """Trace `fun` once, compile that trace to check its memory, then replay it into JAX's own trace.
 
     The user's Python runs once (print or counters inside a jitted function behave as without
@@ -263,7 +267,7 @@ def traced_call(fun: Callable[..., Any], options: dict[str, Any], args: tuple[An
     except Exception:
         compiled = None  # the check is a service: if XLA cannot analyse the program, run it as is
     if compiled is not None:
-        check_compiled(fun, options, args, kwargs, compiled, memory_limit)
+        check_compiled(fun, options, args, kwargs, compiled, config)
     dynamic = [leaf for leaf in jax.tree_util.tree_leaves((args, kwargs)) if isinstance(leaf, jax.core.Tracer)]
     outputs = jex_core.jaxpr_as_fun(traced.jaxpr)(*dynamic)
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(traced.out_info), outputs)
@@ -276,13 +280,13 @@ def _abstract(tracer: Any, shape: tuple[int, ...] | None = None) -> Any:
 
 
 def check_compiled(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                   compiled: Any, memory_limit: int | None) -> Analysis:
+                   compiled: Any, config: "Config") -> Analysis:
     """Hold one compiled signature against the budget; raise RaxOutOfMemoryError if it cannot fit."""
     import jax
 
     devices = _device_count(compiled)
     footprint = Footprint.of(compiled)
-    plan = budget(memory_limit, jax.devices()[0])
+    plan = budget(config, jax.devices()[0])
     analysis = Analysis(function_name(fun), footprint, plan, predict_peak(plan, footprint, devices), devices)
     ANALYSES.append(analysis)
     if analysis.peak <= plan.usable:

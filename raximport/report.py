@@ -142,30 +142,19 @@ def _jsonable(value: Any) -> Any:
 
 # --- where reports go ---------------------------------------------------------------------------
 
-_shown: list[dict[str, Any]] = []
+# Every report of the run, by the --report-json file it goes to (the config that made it names it).
+_shown: dict[str, list[dict[str, Any]]] = {}
 _exit_code: list[int] = []
 
 
-def json_path() -> str | None:
-    """--report-json PATH / RAX_REPORT_JSON, or None."""
-    path = os.environ.get("RAX_REPORT_JSON")
-    if not path:
-        config = sys.modules.get("raximport.session")
-        try:
-            path = config.active_config().report_json if config else None  # type: ignore[union-attr]
-        except Exception:
-            path = None
-    return path or None
-
-
-def write_json(exit_code: int | None = None) -> None:
-    """Write every report of this run to the --report-json file (atomically; again after each report)."""
+def write_json(path: str | None, exit_code: int | None = None) -> None:
+    """Write every report of this run for `path` to that file (atomically; again after each report)."""
     if exit_code is not None:
         _exit_code[:] = [exit_code]
-    path = json_path()
     if not path:
         return
-    document = {"version": JSON_VERSION, "exit_code": _exit_code[0] if _exit_code else None, "reports": _shown}
+    reports = _shown.setdefault(path, [])
+    document = {"version": JSON_VERSION, "exit_code": _exit_code[0] if _exit_code else None, "reports": reports}
     temp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -195,12 +184,14 @@ def note(message: str) -> None:
     sys.stderr.flush()
 
 
-def show(report: Report, traceback_lines: Sequence[str] = ()) -> None:
-    """Print a report on stderr (after the traceback behind it, if any) and record it for the JSON file.
+def show(report: Report, traceback_lines: Sequence[str] = (), *, json_path: str | None = None) -> None:
+    """Print a report on stderr (after the traceback behind it, if any) and record it for the JSON
+    file `json_path` (the --report-json of the config that made the report).
 
     A report of kind "error" (an exception raximport has nothing to add to) shows the traceback only.
     """
-    _shown.append(report.to_json())
+    if json_path:
+        _shown.setdefault(json_path, []).append(report.to_json())
     sys.stdout.flush()
     sys.stderr.flush()
     body = report.kind != "error"
@@ -211,7 +202,7 @@ def show(report: Report, traceback_lines: Sequence[str] = ()) -> None:
             _show_plain(report if body else None, traceback_lines)
     else:
         _show_plain(report if body else None, traceback_lines)
-    write_json()
+    write_json(json_path)
 
 
 def _show_plain(report: Report | None, traceback_lines: Sequence[str]) -> None:

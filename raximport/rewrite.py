@@ -24,6 +24,10 @@ CHECK = "_@rax_check"
 CHECK_CLASS = "_@rax_check_class"
 JIT = "_@rax_jit"
 AUTOJIT = "_@rax_autojit"
+BIND = "_@rax_bind"
+# The Config that instrumented the module: the loader (and the runner, for the main script) puts
+# it in the module's globals before the code runs, and the module's jit and autojit are bound to it.
+CONFIG = "_@rax_config"
 
 
 @dataclass(frozen=True)
@@ -328,11 +332,17 @@ def rewrite_tree(tree: ast.Module, source: str, options: RewriteOptions = Rewrit
     if runtime:
         at = _prologue_end(tree)
         where = tree.body[at] if at < len(tree.body) else tree.body[-1]
-        by_module: dict[str, list[ast.alias]] = {}
-        for alias in runtime:
-            by_module.setdefault("raximport.checks" if alias.asname in (CHECK, CHECK_CLASS) else "raximport.jit", []).append(alias)
-        for module, names in by_module.items():
-            tree.body.insert(at, _located(ast.ImportFrom(module=module, names=names, level=0), where))
+        checks = [alias for alias in runtime if alias.asname in (CHECK, CHECK_CLASS)]
+        bound = [alias for alias in runtime if alias not in checks]
+        prologue: list[ast.stmt] = []
+        if checks:
+            prologue.append(ast.ImportFrom(module="raximport.checks", names=checks, level=0))
+        if bound:
+            prologue.append(ast.ImportFrom(module="raximport.jit", names=[ast.alias("bind", BIND)], level=0))
+            prologue += [ast.Assign([ast.Name(alias.asname, ast.Store())], ast.Call(
+                ast.Name(BIND, ast.Load()), [ast.Name(CONFIG, ast.Load()), ast.Constant(alias.name)], []))
+                for alias in bound]
+        tree.body[at:at] = [_located(statement, where) for statement in prologue]
     return count
 
 

@@ -18,14 +18,16 @@ from typing import Callable
 from raximport.config import Config
 from raximport.hook import BytecodeCache, load_rewritten
 from raximport.report import write_json
+from raximport.rewrite import CONFIG
 
 _RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _HIDDEN_PREFIXES = (_RAXIMPORT_DIR, "<frozen runpy>", "<frozen importlib")
 
 
-def _fresh_main(**attributes: object) -> ModuleType:
+def _fresh_main(config: Config, **attributes: object) -> ModuleType:
     main = ModuleType("__main__")
     main.__dict__.update(__builtins__=builtins, __cached__=None, **attributes)
+    main.__dict__[CONFIG] = config
     sys.modules["__main__"] = main
     return main
 
@@ -39,8 +41,9 @@ def run_path(path: str, args: list[str], config: Config) -> int:
     sys.argv[:] = [path, *args]
     sys.path[0] = os.path.dirname(os.path.realpath(abspath))
     loader = importlib.machinery.SourceFileLoader("__main__", abspath)
-    main = _fresh_main(__file__=abspath, __loader__=loader, __spec__=None, __package__=None)
-    return _execute(lambda: load_rewritten(abspath, config, BytecodeCache(config.cache_dir, config.rewrite_key())), main)
+    main = _fresh_main(config, __file__=abspath, __loader__=loader, __spec__=None, __package__=None)
+    return _execute(lambda: load_rewritten(abspath, config, BytecodeCache(config.cache_dir, config.rewrite_key())), main,
+                    config)
 
 
 def run_module(name: str, args: list[str], config: Config) -> int:
@@ -57,23 +60,23 @@ def run_module(name: str, args: list[str], config: Config) -> int:
         sys.stderr.write(f"{sys.executable}: No module named {name}\n")
         return 1
     sys.argv[:] = [spec.origin, *args]
-    main = _fresh_main(__file__=spec.origin, __loader__=spec.loader, __spec__=spec, __package__=spec.parent)
+    main = _fresh_main(config, __file__=spec.origin, __loader__=spec.loader, __spec__=spec, __package__=spec.parent)
     if spec.origin.endswith(".py"):
         cache = BytecodeCache(config.cache_dir, config.rewrite_key())
-        return _execute(lambda: load_rewritten(spec.origin, config, cache), main)
-    return _execute(lambda: spec.loader.get_code(name), main)  # type: ignore[union-attr]
+        return _execute(lambda: load_rewritten(spec.origin, config, cache), main, config)
+    return _execute(lambda: spec.loader.get_code(name), main, config)  # type: ignore[union-attr]
 
 
-def _execute(get_code: Callable[[], CodeType], main: ModuleType) -> int:
+def _execute(get_code: Callable[[], CodeType], main: ModuleType, config: Config) -> int:
     try:
         exec(get_code(), main.__dict__)
     except SystemExit:
         raise
     except BaseException as exc:
         status = 130 if isinstance(exc, KeyboardInterrupt) else 1
-        print_user_exception(exc, status)
+        print_user_exception(exc, config, status)
         return status
-    write_json(0)
+    write_json(config.report_json, 0)
     return 0
 
 
@@ -90,7 +93,7 @@ def user_traceback(tb: TracebackType | None) -> TracebackType | None:
     return rebuilt
 
 
-def print_user_exception(exc: BaseException, exit_code: int = 1) -> None:
+def print_user_exception(exc: BaseException, config: Config, exit_code: int = 1) -> None:
     """Print `exc` as a report: what went wrong at the user's line and how to fix it (explain.py),
     after its traceback with the frames of jax, jaxtyping, beartype and raximport collapsed; the
     report also goes to the --report-json file. `--verbose` / RAX_TRACEBACK=full: Python's own,
@@ -110,20 +113,10 @@ def print_user_exception(exc: BaseException, exit_code: int = 1) -> None:
     except Exception as failure:  # the explanation must never hide the error itself
         report = Report(kind="error", title=f"{type(exc).__name__}: {exc}", extra={"explain_failed": repr(failure)})
     known = report.kind not in ("error", "nan-detected")
-    full = _full_tracebacks()
+    full = config.full_tracebacks
     lines = format_exception(exc, full=full, last_only=known and not full, first_line_only=known and not full)
-    show(report, lines)
-    write_json(exit_code)
-
-
-def _full_tracebacks() -> bool:
-    try:
-        from raximport.session import active_config
-
-        config = active_config()
-    except Exception:
-        return os.environ.get("RAX_TRACEBACK", "") == "full"
-    return config.verbose or getattr(config, "traceback", "short") == "full"
+    show(report, lines, json_path=config.report_json)
+    write_json(config.report_json, exit_code)
 
 
 def _strip_raximport_frames(exc: BaseException) -> None:

@@ -86,28 +86,36 @@ def install(
         }
         config = load_config(overrides, root=main_script_dir())
     configure_xla_cache(config)
+    configure_jax_debugging(config)
     if config.memory_report:
-        atexit.register(_show_memory_table)
+        atexit.register(_show_memory_table, config)
     finder = RaxFinder(config)
     sys.meta_path.insert(0, finder)
     _warn_already_imported(finder)
     return Installation(finder)
 
 
-def _show_memory_table() -> None:
+def _show_memory_table(config: Config) -> None:
     from raximport.memory import ANALYSES, memory_table
     from raximport.report import show
 
     if ANALYSES:
-        show(memory_table())
+        show(memory_table(), json_path=config.report_json)
 
 
-def active_config() -> Config:
-    """The config of the innermost installed hook, else the one the environment describes."""
-    for finder in sys.meta_path:
-        if isinstance(finder, RaxFinder):
-            return finder.config
-    return load_config(root=main_script_dir())
+def configure_jax_debugging(config: Config) -> None:
+    """--debug-nans, --debug-keys and full tracebacks, as JAX's own settings. JAX reads its JAX_*
+    variables when first imported (by the script, after this); a value the user set wins."""
+    wanted = {"jax_debug_nans": config.debug_nans, "jax_debug_key_reuse": config.debug_keys,
+              "jax_traceback_filtering": "off" if config.full_tracebacks else None}
+    jax = sys.modules.get("jax")
+    for name, value in wanted.items():
+        if not value or name.upper() in os.environ:
+            continue
+        if jax is None:
+            os.environ[name.upper()] = "True" if value is True else str(value)
+        else:
+            jax.config.update(name, value)
 
 
 def uninstall() -> None:

@@ -1,6 +1,6 @@
 """Enable raximport at interpreter start where raximport.pth is not processed.
 
-Does what the raximport.pth line does: when RAX_ENABLE is set and is neither "" nor "0", import
+Does what the raximport.pth line does: when RAX_ENABLE is 1, true, yes or on (any case), import
 raximport._autoload, which installs the import hook (options from RAX_* variables and
 pyproject.toml) and runs the main script rewritten. With RAX_ENABLE unset it costs one dict lookup.
 
@@ -14,7 +14,7 @@ import sys
 
 
 def _enable_raximport() -> None:
-    if os.environ.get("RAX_ENABLE", "0") in ("", "0"):
+    if os.environ.get("RAX_ENABLE", "").strip().lower() not in ("1", "true", "yes", "on"):
         return
     try:
         __import__("raximport._autoload")  # a no-op when raximport.pth has imported it already

@@ -80,6 +80,25 @@ def test_rax_enable_rewrites_the_main_script_too(run_python, project: Path) -> N
     assert_ran_as_main(result, project, "scripts/train.py")
 
 
+@pytest.mark.parametrize("spelling", ["./scripts/train.py", "scripts/../scripts/train.py", "link.py"])
+def test_rax_enable_checks_the_main_script_whatever_its_path_spelling(run_python, project: Path, spelling: str) -> None:
+    (project / "link.py").symlink_to(project / "scripts" / "train.py")
+    result = run_python(spelling, "bad", cwd=project, env={"RAX_ENABLE": "1"})
+    assert result.returncode == 1 and "TypeCheckError" in result.stderr, result.stdout + result.stderr
+    assert lines(result.stdout)["checked"] == "True"
+
+
+@pytest.mark.parametrize("value, enabled", [
+    ("1", True), ("true", True), (" Yes ", True), ("ON", True),
+    ("", False), ("0", False), ("false", False), ("No", False), (" off ", False),
+])
+def test_rax_enable_is_read_as_a_yes_or_no(run_python, project: Path, value: str, enabled: bool) -> None:
+    result = run_python("scripts/train.py", cwd=project, env={"RAX_ENABLE": value})
+    assert lines(result.stdout)["checked"] == str(enabled), result.stderr
+    probe = run_python("-c", "import sys; print('raximport' in sys.modules)", cwd=project, env={"RAX_ENABLE": value})
+    assert probe.stdout.strip() == str(enabled)
+
+
 def test_without_rax_enable_nothing_is_checked(run_python, project: Path) -> None:
     result = run_python("-c", "import sys; print(sorted(m for m in sys.modules if 'raximport' in m))", cwd=project)
     assert result.stdout.strip() == "[]"

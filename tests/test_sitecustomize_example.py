@@ -98,12 +98,18 @@ def test_example_enables_raximport_where_the_pth_is_not_read(project: Path) -> N
     assert "call: rejected TypeCheckError" in out
 
 
-@pytest.mark.parametrize("value", ["0", "", None])
+@pytest.mark.parametrize("value", ["0", "", None, "false", "No", " OFF "])
 def test_example_does_nothing_unless_rax_enable_is_set(project: Path, value: str | None) -> None:
     env = {} if value is None else {"RAX_ENABLE": value}
     out = run(BASE_PYTHON, project, [EXAMPLE, REPO, *venv_site_packages()], **env).stdout
     assert "raximport at start: False" in out
     assert "call: accepted" in out
+
+
+@pytest.mark.parametrize("value", ["true", " Yes ", "ON"])
+def test_example_enables_raximport_for_every_spelling_of_yes(project: Path, value: str) -> None:
+    out = run(BASE_PYTHON, project, [EXAMPLE, REPO, *venv_site_packages()], RAX_ENABLE=value).stdout
+    assert "call: rejected TypeCheckError" in out
 
 
 def test_example_and_pth_together_install_one_hook(project: Path) -> None:
