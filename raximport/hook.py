@@ -27,7 +27,8 @@ from raximport.config import Config
 from raximport.report import note
 from raximport.rewrite import compile_source
 
-CACHE_MAGIC = b"RAXPYC1\n"
+# An entry: CACHE_MAGIC, the key (32 bytes), the sha256 of the payload (32 bytes), the marshalled code.
+CACHE_MAGIC = b"RAXPYC2\n"
 _RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -44,7 +45,9 @@ class BytecodeCache:
     Files live in a central directory rather than in `__pycache__`, so the cache works with
     read-only source trees and with PYTHONDONTWRITEBYTECODE=1 (which only concerns importlib's own
     pycs). A file's header holds the key: source hash, raximport version, rewrite options,
-    optimisation level and the interpreter's magic number. Writes are atomic.
+    optimisation level and the interpreter's magic number; and a checksum of the marshalled code,
+    since marshal trusts its input (damaged data can load as other code, or raise SystemError).
+    Writes are atomic.
     """
 
     def __init__(self, directory: Path, rewrite_key: str) -> None:
@@ -73,29 +76,32 @@ class BytecodeCache:
         return hashlib.sha256(material).digest()
 
     def load(self, source_path: str, key: bytes) -> CodeType | None:
+        """The cached code, or None (rebuild) for an entry that is missing, stale or damaged."""
         path = self.path_for(source_path)
         try:
             data = path.read_bytes()
         except OSError:
             return None
         header = CACHE_MAGIC + key
-        if not data.startswith(header):
+        payload = data[len(header) + 32 :]
+        if data[: len(header)] != header or data[len(header) : len(header) + 32] != hashlib.sha256(payload).digest():
             return None
         try:
-            code = marshal.loads(data[len(header) :])
-        except (EOFError, ValueError, TypeError):
+            code = marshal.loads(payload)
+        except Exception:  # checksummed, so not expected; but a cache must never break an import
             return None
         return code if isinstance(code, CodeType) else None
 
     def store(self, source_path: str, key: bytes, code: CodeType) -> None:
         """Write atomically; an unwritable cache is not an error, only a slower next start."""
         path = self.path_for(source_path)
+        payload = marshal.dumps(code)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(CACHE_MAGIC + key + marshal.dumps(code))
+                    fh.write(CACHE_MAGIC + key + hashlib.sha256(payload).digest() + payload)
                 os.replace(tmp, path)
             except BaseException:
                 os.unlink(tmp)

@@ -165,6 +165,29 @@ def test_corrupt_or_unwritable_cache_is_not_an_error(project: Path, tmp_path: Pa
         assert hasattr(fresh_import("robust_mod").f, "__wrapped__")
 
 
+def test_a_damaged_cache_entry_is_rebuilt_never_run_or_fatal(project: Path, tmp_path: Path, clean_modules) -> None:
+    write(project / "damaged_mod.py", 'VALUE = "original"\n\ndef f(x: int) -> int:\n    return x + 1\n')
+    sys.path.insert(0, str(project))
+    cache = tmp_path / "c"
+    with raximport.install(project_root=project, cache_dir=cache):
+        fresh_import("damaged_mod")
+    (entry,) = (cache / "pyc").iterdir()
+    good = entry.read_bytes()
+    # A changed constant unmarshals fine (and would run); flipping each byte in turn also reaches
+    # marshal's SystemError ("bad argument to internal function").
+    damaged = [good.replace(b"original", b"Original")]
+    damaged += [good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1 :] for i in range(len(good))]
+    with raximport.install(project_root=project, cache_dir=cache) as hook:
+        for data in damaged:
+            entry.write_bytes(data)
+            mod = fresh_import("damaged_mod")
+            assert (mod.VALUE, mod.f(1)) == ("original", 2)
+        assert (hook.finder.cache.hits, hook.finder.cache.misses) == (0, len(damaged))
+        assert entry.read_bytes() == good  # rebuilt, so the next run hits again
+        fresh_import("damaged_mod")
+        assert hook.finder.cache.hits == 1
+
+
 def test_cache_works_with_dont_write_bytecode_and_leaves_the_source_tree_alone(run_python, project: Path, cache_dir: Path) -> None:
     write(project / "tree_mod.py", ANNOTATED)
     write(project / "main.py", "import tree_mod\n")
