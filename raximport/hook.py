@@ -10,11 +10,13 @@ extra frames. Stdlib only.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
 import marshal
 import os
+import re
 import sys
 import sysconfig
 import tempfile
@@ -30,6 +32,12 @@ from raximport.rewrite import compile_source
 # An entry: CACHE_MAGIC, the key (32 bytes), the sha256 of the payload (32 bytes), the marshalled code.
 CACHE_MAGIC = b"RAXPYC2\n"
 _RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# `from raximport.x import`, `from .x import`, `import raximport.x`, `from raximport import x, y`.
+_OWN_IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+(?:raximport)?\.(\w+)[ \t]+import|import[ \t]+raximport\.(\w+)"
+    r"|from[ \t]+(?:raximport|\.)[ \t]+import[ \t]+\(?([\w, \t]+))",
+    re.MULTILINE,
+)
 
 
 def _library_dirs() -> tuple[str, ...]:
@@ -39,12 +47,33 @@ def _library_dirs() -> tuple[str, ...]:
     return tuple(sorted(os.path.join(os.path.abspath(d), "") for d in dirs if d))
 
 
+@functools.cache
+def rewrite_digest() -> bytes:
+    """sha256 of the source of rewrite.py and of the raximport modules it imports: the code that
+    shapes a rewrite. The version alone misses an editable install's `git pull`. Once per process."""
+    digest = hashlib.sha256()
+    pending, seen = ["rewrite"], set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            source = Path(_RAXIMPORT_DIR, name + ".py").read_text("utf-8")
+        except OSError:
+            continue  # a name, not a module; or no source installed, and then the version says it all
+        digest.update(f"{name}\0{len(source)}\0{source}".encode())
+        for match in _OWN_IMPORT.finditer(source):
+            pending += [part.strip() for part in (match[1] or match[2] or match[3]).split(",")]
+    return digest.digest()
+
+
 class BytecodeCache:
     """Rewritten code objects, one file per source and interpreter, keyed on everything that matters.
 
     Files live in a central directory rather than in `__pycache__`, so the cache works with
     read-only source trees and with PYTHONDONTWRITEBYTECODE=1 (which only concerns importlib's own
-    pycs). A file's header holds the key: source hash, raximport version, rewrite options,
+    pycs). A file's header holds the key: source hash, raximport version and rewrite code, rewrite options,
     optimisation level and the interpreter's magic number; and a checksum of the marshalled code,
     since marshal trusts its input (damaged data can load as other code, or raise SystemError).
     Writes are atomic.
@@ -67,6 +96,7 @@ class BytecodeCache:
             [
                 hashlib.sha256(source).digest(),
                 __version__.encode(),
+                rewrite_digest(),
                 self.rewrite_key.encode(),
                 str(sys.flags.optimize).encode(),
                 importlib.util.MAGIC_NUMBER,

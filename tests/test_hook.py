@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -186,6 +187,37 @@ def test_a_damaged_cache_entry_is_rebuilt_never_run_or_fatal(project: Path, tmp_
         assert entry.read_bytes() == good  # rebuilt, so the next run hits again
         fresh_import("damaged_mod")
         assert hook.finder.cache.hits == 1
+
+
+def test_cache_key_includes_raximports_rewrite_code(project: Path, tmp_path: Path) -> None:
+    """An editable install after `git pull`: a changed rewrite.py must not be served stale rewrites."""
+    package = tmp_path / "site" / "raximport"
+    shutil.copytree(Path(raximport.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    write(project / "pulled_mod.py", "def f(x: int) -> int:\n    return x\n")
+    program = (
+        "import sys, raximport\n"
+        f"hook = raximport.install(project_root={str(project)!r}, cache_dir={str(tmp_path / 'c')!r})\n"
+        f"sys.path.insert(0, {str(project)!r})\n"
+        "import pulled_mod\n"
+        "print(getattr(pulled_mod, 'REWRITTEN_BY', 'old'), hook.finder.cache.hits, hook.finder.cache.misses)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAX_")} | {"PYTHONPATH": str(package.parent)}
+
+    def run() -> str:
+        result = subprocess.run([sys.executable, "-c", program], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert run() == "old 0 1"
+    assert run() == "old 1 0"
+    with open(package / "rewrite.py", "a") as fh:  # the new rewrite adds a name to every module
+        fh.write(
+            "\n_compile_source = compile_source\n\n\n"
+            "def compile_source(source, filename, options=RewriteOptions(), *, optimize=-1):\n"
+            "    return _compile_source(source + b'\\nREWRITTEN_BY = \"new\"\\n', filename, options, optimize=optimize)\n"
+        )
+    assert run() == "new 0 1"
+    assert run() == "new 1 0"
 
 
 def test_cache_works_with_dont_write_bytecode_and_leaves_the_source_tree_alone(run_python, project: Path, cache_dir: Path) -> None:
