@@ -25,6 +25,7 @@ from types import CodeType, ModuleType
 from typing import Sequence
 
 from raximport import __version__
+from raximport import cachedir
 from raximport.config import Config
 from raximport.report import note
 from raximport.rewrite import compile_source
@@ -76,7 +77,7 @@ class BytecodeCache:
     pycs). A file's header holds the key: source hash, raximport version and rewrite code, rewrite options,
     optimisation level and the interpreter's magic number; and a checksum of the marshalled code,
     since marshal trusts its input (damaged data can load as other code, or raise SystemError).
-    Writes are atomic.
+    Writes are atomic. The directories are the user's alone (see cachedir.py): checked on first use.
     """
 
     def __init__(self, directory: Path, rewrite_key: str) -> None:
@@ -84,6 +85,13 @@ class BytecodeCache:
         self.rewrite_key = rewrite_key
         self.hits = 0
         self.misses = 0
+        self._usable: bool | None = None
+
+    def usable(self) -> bool:
+        """Whether the directory is safe to use (created 0700 if missing); checked once."""
+        if self._usable is None:
+            self._usable = cachedir.usable(self.directory, "the bytecode cache")
+        return self._usable
 
     def path_for(self, source_path: str) -> Path:
         """One file per source path, interpreter and optimisation level; it is overwritten on change."""
@@ -106,11 +114,24 @@ class BytecodeCache:
         return hashlib.sha256(material).digest()
 
     def load(self, source_path: str, key: bytes) -> CodeType | None:
-        """The cached code, or None (rebuild) for an entry that is missing, stale or damaged."""
+        """The cached code, or None (rebuild) for an entry that is missing, stale, damaged, or that
+        someone else could have written."""
+        if not self.usable():
+            return None
         path = self.path_for(source_path)
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | cachedir.O_NOFOLLOW)
         except OSError:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            try:
+                why = cachedir.untrusted(os.fstat(fd))
+                data = fh.read()
+            except OSError:
+                return None
+        if why is not None:
+            message = f"raximport: ignoring the cache entry {path}: {why}; it is rebuilt"
+            cachedir.warn_once(f"{self.directory} entries", message)
             return None
         header = CACHE_MAGIC + key
         payload = data[len(header) + 32 :]
@@ -123,11 +144,12 @@ class BytecodeCache:
         return code if isinstance(code, CodeType) else None
 
     def store(self, source_path: str, key: bytes, code: CodeType) -> None:
-        """Write atomically; an unwritable cache is not an error, only a slower next start."""
+        """Write atomically; a failed write (a full disk) only makes the next start slower."""
+        if not self.usable():
+            return
         path = self.path_for(source_path)
         payload = marshal.dumps(code)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as fh:

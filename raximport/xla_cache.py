@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from raximport import cachedir
 from raximport.config import Config
 
 # JAX's own file names (jax/_src/lru_cache.py): "<key>-cache" holds an entry, "<key>-atime" the
@@ -110,7 +111,8 @@ def _have_filelock() -> bool:
 
 def configure(config: Config) -> Setup | None:
     """Turn the persistent cache on for this process (and its children) unless config.xla_cache
-    is off; called by `raximport.install()`. Idempotent."""
+    is off or raximport's directory is not safe to use (see cachedir.py); called by
+    `raximport.install()`. Idempotent."""
     global _setup
     if not config.xla_cache:
         return None
@@ -121,6 +123,8 @@ def configure(config: Config) -> Setup | None:
     their_dir = getattr(getattr(jax, "config", None), _DIR, None)  # set with jax.config.update
     if owned and their_dir and os.path.abspath(their_dir) != os.path.abspath(directory):
         directory, owned = Path(their_dir), False
+    if owned and not cachedir.usable(directory, "JAX's persistent compilation cache"):
+        return None  # JAX would warn on every compile; one warning said why
     max_size = config.xla_cache_max_size if owned else -1  # never evict from the user's own directory
     their_cap = user_env().get(_MAX_SIZE.upper())
     if owned and their_cap:
@@ -185,8 +189,10 @@ def _backfill_atimes(directory: Path) -> None:
         if name.endswith(CACHE_SUFFIX):
             atime = name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
             if atime not in names:
-                try:
-                    (directory / atime).write_bytes(entry.stat().st_mtime_ns.to_bytes(8, "little"))
+                try:  # O_EXCL: never through a planted symbolic link, never over JAX's own write
+                    fd = os.open(directory / atime, os.O_WRONLY | os.O_CREAT | os.O_EXCL | cachedir.O_NOFOLLOW, 0o600)
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(entry.stat().st_mtime_ns.to_bytes(8, "little"))
                 except OSError:
                     pass
 

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict
 def test_second_process_hits_the_cache(two_runs: tuple[Path, dict, dict]) -> None:
     cache, first, second = two_runs
     assert first["dir"] == str(cache / "xla")
+    assert [stat.S_IMODE(path.stat().st_mode) for path in (cache, cache / "xla")] == [0o700, 0o700]
     assert first["min_time"] == 0.0  # every executable is saved, however fast it compiled
     # In the first run, each step's own compile hits the entry written moments before by the
     # compile of raximport's memory check; everything else misses and is written.
@@ -183,6 +185,54 @@ def test_fallback_eviction_and_atime_backfill(tmp_path: Path) -> None:
     removed = xla_cache.evict(tmp_path, 650)
     assert [p.name for p in removed] == ["k1-cache"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k0-atime", "k0-cache", "k2-atime", "k2-cache", "other.txt"]
+
+
+def test_an_unusable_xla_dir_leaves_jaxs_cache_off_with_one_note(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    cache = tmp_path / "rax"
+    cache.mkdir()
+    (cache / "xla").write_text("a file where the XLA cache directory should be")
+    proc = _python("-m", "raximport", str(script), "3", cwd=tmp_path, env=_env(cache))
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["dir"] is None  # JAX's cache stays off
+    assert proc.stderr.count("RaxWarning") == 1, proc.stderr
+    assert f"not using {cache / 'xla'}: it is not a directory; JAX's persistent compilation cache is off" in proc.stderr
+    assert "Error" not in proc.stderr  # none of JAX's per-entry warnings
+
+
+CONFIGURE = """\
+import json, os, sys
+from raximport import xla_cache
+from raximport.config import Config
+config = Config(cache_dir=sys.argv[1])
+setups = [xla_cache.configure(config), xla_cache.configure(config)]
+print(json.dumps([setups == [None, None], os.environ.get("JAX_COMPILATION_CACHE_DIR")]))
+"""
+
+
+@pytest.mark.parametrize("planted", ["dir of another user", "dir others can write"])
+def test_an_xla_dir_others_control_is_refused(tmp_path: Path, planted: str) -> None:
+    cache = tmp_path / "rax"
+    (cache / "xla").mkdir(parents=True, mode=0o700)
+    if planted == "dir of another user":
+        os.chown(cache / "xla", 12345, 12345)
+    else:
+        (cache / "xla").chmod(0o777)
+    proc = _python("-c", CONFIGURE, str(cache), cwd=tmp_path, env=_env(cache))
+    assert json.loads(proc.stdout) == [True, None]
+    assert proc.stderr.count("RaxWarning") == 1 and f"not using {cache / 'xla'}: " in proc.stderr
+    assert "could plant code there that runs as you; JAX's persistent compilation cache is off" in proc.stderr
+
+
+def test_atime_backfill_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    cache = tmp_path / "xla"
+    cache.mkdir()
+    (cache / f"jit_f-{'a' * 64}-cache").write_bytes(b"entry")
+    (cache / f"jit_f-{'a' * 64}-atime").symlink_to(victim)
+    xla_cache._backfill_atimes(cache)
+    assert victim.read_text() == "precious"
 
 
 def test_env_set_by_a_raximport_parent_is_not_the_users(tmp_path: Path) -> None:
