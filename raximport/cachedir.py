@@ -1,15 +1,19 @@
-"""raximport's cache directories: private to the user.
+"""raximport's cache directories: private to the user; their entries listed and removed by name.
 
 What the caches hold runs as the user (rewritten bytecode; JAX's compiled executables), so a cache
 directory that someone else owns or can write to would let them plant code. raximport creates its
 directories with mode 0700 and refuses a directory or entry that is another user's or that group
 or others can write, with one RaxWarning, running on without that cache. Stdlib only: imported at
 interpreter start.
+
+`rax cache clear` removes only files named as raximport or JAX name their entries, and never
+follows a symbolic link: a link in place of a cache directory could point anywhere.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -76,3 +80,68 @@ def usable(directory: Path, what: str) -> bool:
             warn_once(str(path), f"raximport: not using {path}: {why}; {off}")
             return False
     return True
+
+
+def files(directory: Path, pattern: re.Pattern[str]) -> list[tuple[str, os.stat_result]]:
+    """(name, status) of the regular files in `directory` whose whole name matches `pattern`.
+    Symbolic links are skipped, and a `directory` that is one is not followed: []."""
+    if directory.is_symlink():
+        return []
+    try:
+        scan = list(os.scandir(directory))
+    except OSError:
+        return []
+    found = []
+    for entry in scan:
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                found.append((entry.name, entry.stat(follow_symlinks=False)))
+            except OSError:
+                continue
+    return found
+
+
+def remove(directory: Path, pattern: re.Pattern[str], older_than_ns: int | None = None) -> list[tuple[str, int]]:
+    """Unlink the files that `files` lists (only those last modified before `older_than_ns`, if
+    given); (name, size) of each one removed."""
+    removed = []
+    for name, status in files(directory, pattern):
+        if older_than_ns is not None and status.st_mtime_ns >= older_than_ns:
+            continue
+        try:
+            os.unlink(directory / name)
+        except OSError:
+            continue
+        removed.append((name, status.st_size))
+    return removed
+
+
+def human_size(size: float) -> str:
+    """Bytes in the decimal units that sizes are given in ("4GB")."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"  # pragma: no cover
+
+
+def state_of(directory: Path) -> str:
+    """`rax cache info`'s state of a cache `directory` (in raximport's cache directory, its parent)."""
+    why = check_dir(directory.parent) or check_dir(directory)
+    return f"refused: {why}" if why else "on"
+
+
+def section(title: str, directory: Path, state: str, count: int, size: int) -> list[str]:
+    """One cache's block of `rax cache info`, its values aligned."""
+    values = (("directory", directory), ("state", state), ("entries", count), ("size", human_size(size)))
+    return [title, *(f"{label + ':':<10} {value}" for label, value in values)]
+
+
+def removed_line(directory: Path, count: int, size: int, temps: int = 0) -> str:
+    """What `rax cache clear` says about one directory."""
+    line = f"removed {count} entries ({human_size(size)}) from {directory}"
+    if temps == 1:
+        line += ", and 1 temp file of an interrupted write"
+    elif temps:
+        line += f", and {temps} temp files of interrupted writes"
+    return line

@@ -20,6 +20,7 @@ import re
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Sequence
@@ -32,6 +33,11 @@ from raximport.rewrite import compile_source
 
 # An entry: CACHE_MAGIC, the key (32 bytes), the sha256 of the payload (32 bytes), the marshalled code.
 CACHE_MAGIC = b"RAXPYC2\n"
+# An entry's name (BytecodeCache.path_for), and that of a write's temp file: the entry's name, 8
+# characters from mkstemp, ".tmp". A temp file is left only by a killed write, once it is old.
+ENTRY_NAME = re.compile(r".+-[0-9a-f]{16}\.[\w.-]+\.opt\d+\.pyc")
+TEMP_NAME = re.compile(ENTRY_NAME.pattern + r"[a-z0-9_]{8}\.tmp")
+STALE_TEMP_NS = 3600 * 10**9
 _RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # `from raximport.x import`, `from .x import`, `import raximport.x`, `from raximport import x, y`.
 _OWN_IMPORT = re.compile(
@@ -81,11 +87,12 @@ class BytecodeCache:
     """
 
     def __init__(self, directory: Path, rewrite_key: str) -> None:
-        self.directory = directory / "pyc"
+        self.directory = pyc_dir(directory)
         self.rewrite_key = rewrite_key
         self.hits = 0
         self.misses = 0
         self._usable: bool | None = None
+        self._swept = False
 
     def usable(self) -> bool:
         """Whether the directory is safe to use (created 0700 if missing); checked once."""
@@ -147,6 +154,9 @@ class BytecodeCache:
         """Write atomically; a failed write (a full disk) only makes the next start slower."""
         if not self.usable():
             return
+        if not self._swept:  # on the first write only: a run of hits reads no directory
+            self._swept = True
+            cachedir.remove(self.directory, TEMP_NAME, older_than_ns=time.time_ns() - STALE_TEMP_NS)
         path = self.path_for(source_path)
         payload = marshal.dumps(code)
         try:
@@ -160,6 +170,27 @@ class BytecodeCache:
                 raise
         except OSError:
             pass
+
+
+def pyc_dir(cache_dir: Path) -> Path:
+    """The bytecode cache's directory in raximport's cache directory."""
+    return Path(cache_dir) / "pyc"
+
+
+def info_lines(cache_dir: Path) -> list[str]:
+    """What `rax cache info` says about the bytecode cache."""
+    directory = pyc_dir(cache_dir)
+    found = cachedir.files(directory, ENTRY_NAME)
+    size = sum(status.st_size for _, status in found)
+    state = cachedir.state_of(directory)
+    return cachedir.section("bytecode cache (rewritten modules)", directory, state, len(found), size)
+
+
+def clear(directory: Path) -> tuple[int, int, int]:
+    """Remove the entries and the temp files of interrupted writes from the bytecode cache's
+    `directory`, nothing else: (entries, their bytes, temp files)."""
+    entries = cachedir.remove(directory, ENTRY_NAME)
+    return len(entries), sum(size for _, size in entries), len(cachedir.remove(directory, TEMP_NAME))
 
 
 class RaxLoader(importlib.machinery.SourceFileLoader):

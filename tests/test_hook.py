@@ -209,7 +209,9 @@ def test_cache_key_includes_raximports_rewrite_code(project: Path, tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAX_")} | {"PYTHONPATH": str(package.parent)}
 
     def run() -> str:
-        result = subprocess.run([sys.executable, "-c", program], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-c", program], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
@@ -239,7 +241,9 @@ def test_cache_dirs_are_private_to_the_user(project: Path, tmp_path: Path, clean
 OTHER_USER = 12345  # tests run as root: chown simulates a file another user made
 
 
-@pytest.mark.parametrize("planted", ["shared dir of another user", "dir others can write", "entry of another user", "entry others can write"])
+@pytest.mark.parametrize(
+    "planted", ["shared dir of another user", "dir others can write", "entry of another user", "entry others can write"]
+)
 def test_code_planted_in_the_cache_never_runs(project: Path, tmp_path: Path, clean_modules, planted: str) -> None:
     names = ("victim_a", "victim_b")
     for name in names:
@@ -277,6 +281,21 @@ def test_code_planted_in_the_cache_never_runs(project: Path, tmp_path: Path, cle
     else:  # another user's or a shared dir: not used at all
         assert f"not using {cache}:" in str(warning.message) and "without its caches" in str(warning.message)
         assert hook.finder.cache.misses == 2 and sorted((cache / "pyc").iterdir()) == entries
+
+
+def test_temp_files_of_killed_writes_are_swept_by_a_later_write(project: Path, tmp_path: Path, clean_modules) -> None:
+    write(project / "swept_mod.py", "X = 1\n")
+    sys.path.insert(0, str(project))
+    cache = tmp_path / "c"
+    (cache / "pyc").mkdir(parents=True)
+    entry = "model-0123456789abcdef.cpython-311.opt0.pyc"
+    stale, recent = (cache / "pyc" / f"{entry}{tail}.tmp" for tail in ("abcd_123", "efgh_456"))
+    for temp in (stale, recent):
+        temp.write_bytes(b"half a write")
+    os.utime(stale, (0, 0))  # long ago: its writer is gone; `recent` may be a concurrent write
+    with raximport.install(project_root=project, cache_dir=cache):
+        fresh_import("swept_mod")
+    assert not stale.exists() and recent.exists()
 
 
 def test_cache_works_with_dont_write_bytecode_and_leaves_the_source_tree_alone(run_python, project: Path, cache_dir: Path) -> None:
