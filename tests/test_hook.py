@@ -287,7 +287,8 @@ def test_temp_files_of_killed_writes_are_swept_by_a_later_write(project: Path, t
     write(project / "swept_mod.py", "X = 1\n")
     sys.path.insert(0, str(project))
     cache = tmp_path / "c"
-    (cache / "pyc").mkdir(parents=True)
+    cache.mkdir(mode=0o700)
+    (cache / "pyc").mkdir(mode=0o700)
     entry = "model-0123456789abcdef.cpython-311.opt0.pyc"
     stale, recent = (cache / "pyc" / f"{entry}{tail}.tmp" for tail in ("abcd_123", "efgh_456"))
     for temp in (stale, recent):

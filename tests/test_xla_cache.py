@@ -116,8 +116,8 @@ XLA_KEY = "jit_step-" + "ab" * 32  # JAX's: module name, sha256 of the computati
 
 def _fill(cache: Path, theirs: Path | None = None) -> None:
     """A cache as runs leave it, with files raximport and JAX did not write beside the entries."""
-    (cache / "pyc").mkdir(parents=True)
-    (cache / "xla").mkdir()
+    for directory in (cache, cache / "pyc", cache / "xla"):
+        directory.mkdir(mode=0o700)  # as raximport makes them, whatever the umask
     (cache / "pyc" / PYC_NAME).write_bytes(b"x" * 1000)
     (cache / "pyc" / PYC_NAME.replace("model", "data")).write_bytes(b"x" * 500)
     (cache / "pyc" / (PYC_NAME + "k3j_9zqa.tmp")).write_bytes(b"x" * 10)  # a killed write's temp file
@@ -315,7 +315,7 @@ def test_an_unusable_xla_dir_leaves_jaxs_cache_off_with_one_note(tmp_path: Path)
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     cache = tmp_path / "rax"
-    cache.mkdir()
+    cache.mkdir(mode=0o700)
     (cache / "xla").write_text("a file where the XLA cache directory should be")
     proc = _python("-m", "raximport", str(script), "3", cwd=tmp_path, env=_env(cache))
     assert json.loads(proc.stdout.strip().splitlines()[-1])["dir"] is None  # JAX's cache stays off
@@ -337,7 +337,8 @@ print(json.dumps([setups == [None, None], os.environ.get("JAX_COMPILATION_CACHE_
 @pytest.mark.parametrize("planted", ["dir of another user", "dir others can write"])
 def test_an_xla_dir_others_control_is_refused(tmp_path: Path, planted: str) -> None:
     cache = tmp_path / "rax"
-    (cache / "xla").mkdir(parents=True, mode=0o700)
+    cache.mkdir(mode=0o700)
+    (cache / "xla").mkdir(mode=0o700)
     if planted == "dir of another user":
         os.chown(cache / "xla", 12345, 12345)
     else:
