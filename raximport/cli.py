@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from raximport import __version__
 from raximport.config import OPTIONS, ConfigError, load_config
@@ -23,6 +24,15 @@ or in a comment.
 
 Every option can also be set in pyproject.toml under [tool.raximport] (its name, e.g.
 memory_limit = "2GB") or with the RAX_* variable shown beside it; the command line wins.
+"""
+CACHE_DESCRIPTION = """\
+raximport keeps two caches in its cache directory DIR: the bytecode of rewritten modules in
+DIR/pyc, and JAX's persistent compilation cache in DIR/xla, unless you set
+JAX_COMPILATION_CACHE_DIR (then JAX uses yours, with no cap). `clear` removes only the files
+raximport and JAX write there, and the temp files of interrupted writes; it never follows a
+symbolic link, and it leaves your own JAX_COMPILATION_CACHE_DIR alone unless given
+--include-user-xla-dir. raximport's cache directories are yours alone (mode 0700): `info` shows
+one that another user owns, or that others can write, as refused (runs do not use it).
 """
 
 
@@ -98,21 +108,37 @@ def run(argv: list[str], prog: str) -> int:
     return run_path(script, args, config)  # type: ignore[arg-type]
 
 
-def cache_command(action: str, cache_dir: str | None, parser: argparse.ArgumentParser) -> int:
-    """`rax cache info|clear`."""
-    from raximport import xla_cache
+def cache_command(
+    action: str, cache_dir: str | None, include_user_xla_dir: bool, parser: argparse.ArgumentParser
+) -> int:
+    """`rax cache info|clear`: the bytecode cache, raximport's XLA cache and the user's
+    JAX_COMPILATION_CACHE_DIR if set (cleared only when asked: other programs may use it)."""
+    from raximport import hook, xla_cache
 
     try:
-        config = load_config({"cache_dir": cache_dir}, root=Path.cwd())
+        config = load_config({"cache_dir": cache_dir}, root=Path.cwd(), origin=lambda name: "--cache-dir")
     except ConfigError as exc:
         parser.error(str(exc))
-    directory = xla_cache.xla_dir(config) if cache_dir is not None else None  # else as a run would
     if action == "info":
-        print("\n".join(xla_cache.info_lines(config, directory)))
+        print("\n".join([*hook.info_lines(config.cache_dir), "", *xla_cache.info_lines(config)]))
         return 0
-    directory, count, freed = xla_cache.clear(config, directory)
-    print(f"removed {count} entries ({xla_cache.human_size(freed)}) from {directory}")
+    lines = [_clear(hook.pyc_dir(config.cache_dir), hook.clear), _clear(xla_cache.xla_dir(config), xla_cache.clear)]
+    theirs, owned = xla_cache.resolve_dir(config)
+    if not owned and include_user_xla_dir:
+        lines.append(_clear(theirs, xla_cache.clear))
+    elif not owned:
+        lines.append(f"left {theirs} alone (your JAX_COMPILATION_CACHE_DIR): --include-user-xla-dir empties it too")
+    print("\n".join(lines))
     return 0
+
+
+def _clear(directory: Path, clear: Callable[[Path], tuple[int, ...]]) -> str:
+    """Empty one cache directory, never through a symbolic link (it could point anywhere)."""
+    from raximport import cachedir
+
+    if directory.is_symlink():
+        return f"skipped {directory}: a symbolic link, not followed"
+    return cachedir.removed_line(directory, *clear(directory))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,14 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"raximport {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run a script or -m module under raximport (as python -m raximport)", add_help=False)
-    cache = commands.add_parser("cache", help="JAX's persistent compilation cache: info, clear")
+    cache = commands.add_parser("cache", help="raximport's caches (rewritten modules, compiled XLA): info, clear",
+                                description=CACHE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     cache.add_argument("action", choices=["info", "clear"],
-                       help="info: directory, entries, size, cap, last run's hits/misses; clear: remove every entry")
-    cache.add_argument("--cache-dir", metavar="DIR", help="raximport's cache directory (the XLA cache is DIR/xla)")
+                       help="info: each directory, its entries and size, the XLA cap and the last run's hits/misses; "
+                            "clear: remove the entries")
+    cache.add_argument("--cache-dir", metavar="DIR",
+                       help="raximport's cache directory (default: $RAX_CACHE_DIR, else $XDG_CACHE_HOME/raximport, "
+                            "else ~/.cache/raximport)")
+    cache.add_argument("--include-user-xla-dir", action="store_true",
+                       help="clear: also empty the JAX_COMPILATION_CACHE_DIR you set, which is otherwise only listed "
+                            "(other programs may share it)")
     if argv[:1] == ["run"]:
         return run(argv[1:], prog="rax run")
     ns = parser.parse_args(argv)
     if ns.command == "cache":
-        return cache_command(ns.action, ns.cache_dir, cache)
+        return cache_command(ns.action, ns.cache_dir, ns.include_user_xla_dir, cache)
     parser.print_help()
     return 2

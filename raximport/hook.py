@@ -10,25 +10,41 @@ extra frames. Stdlib only.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
 import marshal
 import os
+import re
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Sequence
 
 from raximport import __version__
+from raximport import cachedir
 from raximport.config import Config
 from raximport.report import note
 from raximport.rewrite import CONFIG, compile_source
 
-CACHE_MAGIC = b"RAXPYC1\n"
+# An entry: CACHE_MAGIC, the key (32 bytes), the sha256 of the payload (32 bytes), the marshalled code.
+CACHE_MAGIC = b"RAXPYC2\n"
+# An entry's name (BytecodeCache.path_for), and that of a write's temp file: the entry's name, 8
+# characters from mkstemp, ".tmp". A temp file is left only by a killed write, once it is old.
+ENTRY_NAME = re.compile(r".+-[0-9a-f]{16}\.[\w.-]+\.opt\d+\.pyc")
+TEMP_NAME = re.compile(ENTRY_NAME.pattern + r"[a-z0-9_]{8}\.tmp")
+STALE_TEMP_NS = 3600 * 10**9
 _RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# `from raximport.x import`, `from .x import`, `import raximport.x`, `from raximport import x, y`.
+_OWN_IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+(?:raximport)?\.(\w+)[ \t]+import|import[ \t]+raximport\.(\w+)"
+    r"|from[ \t]+(?:raximport|\.)[ \t]+import[ \t]+\(?([\w, \t]+))",
+    re.MULTILINE,
+)
 
 
 def _library_dirs() -> tuple[str, ...]:
@@ -38,20 +54,51 @@ def _library_dirs() -> tuple[str, ...]:
     return tuple(sorted(os.path.join(os.path.abspath(d), "") for d in dirs if d))
 
 
+@functools.cache
+def rewrite_digest() -> bytes:
+    """sha256 of the source of rewrite.py and of the raximport modules it imports: the code that
+    shapes a rewrite. The version alone misses an editable install's `git pull`. Once per process."""
+    digest = hashlib.sha256()
+    pending, seen = ["rewrite"], set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            source = Path(_RAXIMPORT_DIR, name + ".py").read_text("utf-8")
+        except OSError:
+            continue  # a name, not a module; or no source installed, and then the version says it all
+        digest.update(f"{name}\0{len(source)}\0{source}".encode())
+        for match in _OWN_IMPORT.finditer(source):
+            pending += [part.strip() for part in (match[1] or match[2] or match[3]).split(",")]
+    return digest.digest()
+
+
 class BytecodeCache:
     """Rewritten code objects, one file per source and interpreter, keyed on everything that matters.
 
     Files live in a central directory rather than in `__pycache__`, so the cache works with
     read-only source trees and with PYTHONDONTWRITEBYTECODE=1 (which only concerns importlib's own
-    pycs). A file's header holds the key: source hash, raximport version, rewrite options,
-    optimisation level and the interpreter's magic number. Writes are atomic.
+    pycs). A file's header holds the key: source hash, raximport version and rewrite code, rewrite options,
+    optimisation level and the interpreter's magic number; and a checksum of the marshalled code,
+    since marshal trusts its input (damaged data can load as other code, or raise SystemError).
+    Writes are atomic. The directories are the user's alone (see cachedir.py): checked on first use.
     """
 
     def __init__(self, directory: Path, rewrite_key: str) -> None:
-        self.directory = directory / "pyc"
+        self.directory = pyc_dir(directory)
         self.rewrite_key = rewrite_key
         self.hits = 0
         self.misses = 0
+        self._usable: bool | None = None
+        self._swept = False
+
+    def usable(self) -> bool:
+        """Whether the directory is safe to use (created 0700 if missing); checked once."""
+        if self._usable is None:
+            self._usable = cachedir.usable(self.directory, "the bytecode cache")
+        return self._usable
 
     def path_for(self, source_path: str) -> Path:
         """One file per source path, interpreter and optimisation level; it is overwritten on change."""
@@ -64,6 +111,7 @@ class BytecodeCache:
             [
                 hashlib.sha256(source).digest(),
                 __version__.encode(),
+                rewrite_digest(),
                 self.rewrite_key.encode(),
                 str(sys.flags.optimize).encode(),
                 importlib.util.MAGIC_NUMBER,
@@ -73,35 +121,76 @@ class BytecodeCache:
         return hashlib.sha256(material).digest()
 
     def load(self, source_path: str, key: bytes) -> CodeType | None:
+        """The cached code, or None (rebuild) for an entry that is missing, stale, damaged, or that
+        someone else could have written."""
+        if not self.usable():
+            return None
         path = self.path_for(source_path)
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | cachedir.O_NOFOLLOW)
         except OSError:
             return None
+        with os.fdopen(fd, "rb") as fh:
+            try:
+                why = cachedir.untrusted(os.fstat(fd))
+                data = fh.read()
+            except OSError:
+                return None
+        if why is not None:
+            message = f"raximport: ignoring the cache entry {path}: {why}; it is rebuilt"
+            cachedir.warn_once(f"{self.directory} entries", message)
+            return None
         header = CACHE_MAGIC + key
-        if not data.startswith(header):
+        payload = data[len(header) + 32 :]
+        if data[: len(header)] != header or data[len(header) : len(header) + 32] != hashlib.sha256(payload).digest():
             return None
         try:
-            code = marshal.loads(data[len(header) :])
-        except (EOFError, ValueError, TypeError):
+            code = marshal.loads(payload)
+        except Exception:  # checksummed, so not expected; but a cache must never break an import
             return None
         return code if isinstance(code, CodeType) else None
 
     def store(self, source_path: str, key: bytes, code: CodeType) -> None:
-        """Write atomically; an unwritable cache is not an error, only a slower next start."""
+        """Write atomically; a failed write (a full disk) only makes the next start slower."""
+        if not self.usable():
+            return
+        if not self._swept:  # on the first write only: a run of hits reads no directory
+            self._swept = True
+            cachedir.remove(self.directory, TEMP_NAME, older_than_ns=time.time_ns() - STALE_TEMP_NS)
         path = self.path_for(source_path)
+        payload = marshal.dumps(code)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(CACHE_MAGIC + key + marshal.dumps(code))
+                    fh.write(CACHE_MAGIC + key + hashlib.sha256(payload).digest() + payload)
                 os.replace(tmp, path)
             except BaseException:
                 os.unlink(tmp)
                 raise
         except OSError:
             pass
+
+
+def pyc_dir(cache_dir: Path) -> Path:
+    """The bytecode cache's directory in raximport's cache directory."""
+    return Path(cache_dir) / "pyc"
+
+
+def info_lines(cache_dir: Path) -> list[str]:
+    """What `rax cache info` says about the bytecode cache."""
+    directory = pyc_dir(cache_dir)
+    found = cachedir.files(directory, ENTRY_NAME)
+    size = sum(status.st_size for _, status in found)
+    state = cachedir.state_of(directory)
+    return cachedir.section("bytecode cache (rewritten modules)", directory, state, len(found), size)
+
+
+def clear(directory: Path) -> tuple[int, int, int]:
+    """Remove the entries and the temp files of interrupted writes from the bytecode cache's
+    `directory`, nothing else: (entries, their bytes, temp files)."""
+    entries = cachedir.remove(directory, ENTRY_NAME)
+    return len(entries), sum(size for _, size in entries), len(cachedir.remove(directory, TEMP_NAME))
 
 
 class RaxLoader(importlib.machinery.SourceFileLoader):

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import sysconfig
+import tempfile
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any, Sequence
@@ -155,13 +156,23 @@ def write_json(path: str | None, exit_code: int | None = None) -> None:
         return
     reports = _shown.setdefault(path, [])
     document = {"version": JSON_VERSION, "exit_code": _exit_code[0] if _exit_code else None, "reports": reports}
-    temp = f"{path}.{os.getpid()}.tmp"
+    directory = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(temp, "w") as fh:
-            json.dump(document, fh, indent=2)
-            fh.write("\n")
-        os.replace(temp, path)
+        os.makedirs(directory, exist_ok=True)
+        # mkstemp: a new file (O_EXCL), so a symlink planted at a guessable name redirects nothing.
+        fd, temp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        try:
+            if hasattr(os, "fchmod"):  # mkstemp's 0600 -> the mode open() would give, for CI to read
+                umask = os.umask(0o077)  # read it; meanwhile other threads' new files are only stricter
+                os.umask(umask)
+                os.fchmod(fd, 0o666 & ~umask)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(document, fh, indent=2)
+                fh.write("\n")
+            os.replace(temp, path)
+        except BaseException:
+            os.unlink(temp)
+            raise
     except OSError as exc:
         note(f"cannot write the report file {path}: {exc}")
 

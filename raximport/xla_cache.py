@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache, on by default, and what `rax cache info|clear` show.
+"""JAX's persistent compilation cache, on by default, and what `rax cache info|clear` do with it.
 
 A second run of a script then loads its compiled XLA executables from disk instead of compiling
 them again. raximport must not import jax itself (the user's code does that, with its own flags),
@@ -14,6 +14,7 @@ import atexit
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -21,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from raximport import cachedir
 from raximport.config import Config
 
 # JAX's own file names (jax/_src/lru_cache.py): "<key>-cache" holds an entry, "<key>-atime" the
-# last access (ns, little endian) that its LRU eviction sorts by.
+# last access (ns, little endian) that its LRU eviction sorts by; the key is the module's name and
+# a sha256 (jax/_src/cache_key.py). JAX writes entries in place: it leaves no temp files.
 CACHE_SUFFIX = "-cache"
 ATIME_SUFFIX = "-atime"
+ENTRY_NAME = re.compile(r".+-[0-9a-f]{64}-(?:cache|atime)")
 LAST_RUN_FILE = "xla-last-run.json"
 # The JAX_* variables raximport set, as JSON, so that a child process (or a test's subprocess)
 # tells them from the user's own and chooses again. Not RAX_*: children often drop those.
@@ -110,7 +114,8 @@ def _have_filelock() -> bool:
 
 def configure(config: Config) -> Setup | None:
     """Turn the persistent cache on for this process (and its children) unless config.xla_cache
-    is off; called by `raximport.install()`. Idempotent."""
+    is off or raximport's directory is not safe to use (see cachedir.py); called by
+    `raximport.install()`. Idempotent."""
     global _setup
     if not config.xla_cache:
         return None
@@ -121,6 +126,8 @@ def configure(config: Config) -> Setup | None:
     their_dir = getattr(getattr(jax, "config", None), _DIR, None)  # set with jax.config.update
     if owned and their_dir and os.path.abspath(their_dir) != os.path.abspath(directory):
         directory, owned = Path(their_dir), False
+    if owned and not cachedir.usable(directory, "JAX's persistent compilation cache"):
+        return None  # JAX would warn on every compile; one warning said why
     max_size = config.xla_cache_max_size if owned else -1  # never evict from the user's own directory
     their_cap = user_env().get(_MAX_SIZE.upper())
     if owned and their_cap:
@@ -156,7 +163,7 @@ def configure(config: Config) -> Setup | None:
     if config.verbose:
         from raximport.report import note
 
-        cap = f", cap {human_size(max_size)}" if max_size > 0 else ""
+        cap = f", cap {cachedir.human_size(max_size)}" if max_size > 0 else ""
         whose = "" if owned else " (the user's JAX_COMPILATION_CACHE_DIR)"
         note(f"XLA compilation cache in {directory}{whose}{cap}")
     return _setup
@@ -176,19 +183,16 @@ def _update_loaded_jax(jax: Any, wanted: dict[str, Any], defaults: dict[str, Any
 def _backfill_atimes(directory: Path) -> None:
     """JAX's eviction reads "<key>-atime" for every entry and fails without it; entries written
     while no cap was set (or by a plain `python` run) have none, so date them by mtime."""
-    try:
-        with os.scandir(directory) as entries:
-            names = {entry.name: entry for entry in entries if entry.is_file(follow_symlinks=False)}
-    except OSError:
-        return
-    for name, entry in names.items():
-        if name.endswith(CACHE_SUFFIX):
-            atime = name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
-            if atime not in names:
-                try:
-                    (directory / atime).write_bytes(entry.stat().st_mtime_ns.to_bytes(8, "little"))
-                except OSError:
-                    pass
+    found = dict(cachedir.files(directory, ENTRY_NAME))
+    for name, status in found.items():
+        atime = name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
+        if name.endswith(CACHE_SUFFIX) and atime not in found:
+            try:  # O_EXCL: never through a planted symbolic link, never over JAX's own write
+                fd = os.open(directory / atime, os.O_WRONLY | os.O_CREAT | os.O_EXCL | cachedir.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(status.st_mtime_ns.to_bytes(8, "little"))
+            except OSError:
+                continue
 
 
 def watch_cache_events() -> bool:
@@ -212,26 +216,22 @@ def _on_event(event: str, **kwargs: Any) -> None:
 
 
 def entries(directory: Path) -> list[tuple[Path, int, int]]:
-    """(path, size, last use in ns) for each cache entry, least recently used first."""
-    found: list[tuple[Path, int, int]] = []
-    try:
-        scan = list(os.scandir(directory))
-    except OSError:
-        return found
-    for entry in scan:
-        if not entry.name.endswith(CACHE_SUFFIX) or not entry.is_file(follow_symlinks=False):
+    """(path, size, last use in ns) for each of JAX's entries, least recently used first."""
+    found = dict(cachedir.files(directory, ENTRY_NAME))
+    listed = []
+    for name, status in found.items():
+        if not name.endswith(CACHE_SUFFIX):
             continue
-        try:
-            stat = entry.stat(follow_symlinks=False)
-            used = stat.st_mtime_ns
-            atime = directory / (entry.name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX)
-            if atime.is_file():
-                used = int.from_bytes(atime.read_bytes()[:8], "little")
-        except OSError:
-            continue
-        found.append((Path(entry.path), stat.st_size, used))
-    found.sort(key=lambda item: item[2])
-    return found
+        used = status.st_mtime_ns
+        atime = name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
+        if atime in found:
+            try:
+                used = int.from_bytes((directory / atime).read_bytes()[:8], "little")
+            except OSError:
+                pass
+        listed.append((directory / name, status.st_size, used))
+    listed.sort(key=lambda item: item[2])
+    return listed
 
 
 def evict(directory: Path, max_size: int) -> list[Path]:
@@ -326,74 +326,48 @@ def last_run(config: Config) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def human_size(size: float) -> str:
-    """Bytes in the decimal units that sizes are given in ("4GB")."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"  # pragma: no cover
-
-
-def info_lines(config: Config, directory: Path | None = None) -> list[str]:
-    """What `rax cache info` prints, for `directory` or else the one a run would use."""
-    owned = True
-    if directory is None:
-        directory, owned = resolve_dir(config)
-    found = entries(directory)
-    total = sum(size for _, size, _ in found)
+def info_lines(config: Config) -> list[str]:
+    """What `rax cache info` says about the XLA caches: raximport's directory and, if the user set
+    JAX_COMPILATION_CACHE_DIR, theirs, which runs use instead."""
+    ours = xla_dir(config)
+    used, owned = resolve_dir(config)
     if not config.xla_cache:
         state = "off (xla_cache = false)"
     elif not owned:
-        state = "on, in the user's JAX_COMPILATION_CACHE_DIR (no cap applied)"
+        state = "not used: your JAX_COMPILATION_CACHE_DIR is set"
     else:
-        state = "on"
-    if not owned or config.xla_cache_max_size < 0:
-        cap = "none"
+        state = cachedir.state_of(ours)
+    lines = _section("XLA compilation cache", ours, state)
+    if not owned:
+        state = "on, no cap; `rax cache clear` empties it only with --include-user-xla-dir"
+        lines += ["", *_section("XLA compilation cache: your JAX_COMPILATION_CACHE_DIR", used, state)]
+    elif config.xla_cache_max_size < 0:
+        lines.append("cap:       none")
     else:
-        cap = f"{human_size(config.xla_cache_max_size)}, least recently used entries evicted beyond it"
+        cap = f"{cachedir.human_size(config.xla_cache_max_size)}, least recently used entries evicted beyond it"
         if not _have_filelock():
             cap += " (by raximport at exit: install `filelock` for JAX to evict as it writes)"
-    lines = [
-        f"directory: {directory}",
-        f"state:     {state}",
-        f"entries:   {len(found)}",
-        f"size:      {human_size(total)}",
-        f"cap:       {cap}",
-    ]
+        lines.append(f"cap:       {cap}")
     last = last_run(config)
     if last is None:
         lines.append("last run:  none recorded")
     else:
         hits = "?" if last.get("hits") is None else last.get("hits")
+        where = "" if last.get("directory") == str(used) else f", in {last.get('directory')}"
         lines.append(
             f"last run:  {hits} hits, {last.get('misses')} misses, {last.get('written')} entries written"
-            f" ({last.get('script') or '?'}, {last.get('timestamp')})"
+            f" ({last.get('script') or '?'}, {last.get('timestamp')}{where})"
         )
     return lines
 
 
-def clear(config: Config, directory: Path | None = None) -> tuple[Path, int, int]:
-    """Remove every entry (the files JAX wrote directly in `directory`, or else in the one a run
-    would use; nothing else); return (directory, entries removed, bytes freed)."""
-    if directory is None:
-        directory, _ = resolve_dir(config)
-    count = freed = 0
-    try:
-        scan = list(os.scandir(directory))
-    except OSError:
-        return directory, 0, 0
-    for entry in scan:
-        if not entry.is_file(follow_symlinks=False):
-            continue
-        if not (entry.name.endswith(CACHE_SUFFIX) or entry.name.endswith(ATIME_SUFFIX)):
-            continue
-        try:
-            size = entry.stat(follow_symlinks=False).st_size
-            os.unlink(entry.path)
-        except OSError:
-            continue
-        if entry.name.endswith(CACHE_SUFFIX):
-            count += 1
-            freed += size
-    return directory, count, freed
+def _section(title: str, directory: Path, state: str) -> list[str]:
+    found = cachedir.files(directory, ENTRY_NAME)
+    count = sum(name.endswith(CACHE_SUFFIX) for name, _ in found)
+    return cachedir.section(title, directory, state, count, sum(status.st_size for _, status in found))
+
+
+def clear(directory: Path) -> tuple[int, int]:
+    """Remove JAX's entries and their -atime files from `directory`, nothing else: (entries, bytes)."""
+    removed = cachedir.remove(directory, ENTRY_NAME)
+    return sum(name.endswith(CACHE_SUFFIX) for name, _ in removed), sum(size for _, size in removed)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -191,3 +194,28 @@ def test_importtime_works_and_startup_imports_nothing_heavy(run_python, project:
     startup = "import sys, raximport.cli, raximport.session, raximport.runner, raximport.checks, raximport.jit; "
     heavy = "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'jaxlib', 'jaxtyping', 'beartype', 'numpy', 'rich'}))"
     assert run_python("-c", startup + heavy, cwd=project).stdout.strip() == "[]"
+
+
+def test_report_json_is_written_safely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlink planted where the temp file would go never redirects the write; a failed write leaves nothing."""
+    from raximport import report
+
+    monkeypatch.setattr(report, "_exit_code", [])
+    out = tmp_path / "out.json"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for name in (f"out.json.{os.getpid()}.tmp", "out.json.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    umask = os.umask(0o022)
+    try:
+        report.write_json(str(out), 0)
+    finally:
+        os.umask(umask)
+    assert victim.read_text() == "precious"
+    assert not out.is_symlink() and json.loads(out.read_text())["exit_code"] == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # as open() makes it, not mkstemp's 0600
+    before = sorted(tmp_path.iterdir())
+    out.unlink()
+    out.mkdir()  # the replace fails
+    report.write_json(str(out), 0)
+    assert sorted(tmp_path.iterdir()) == before

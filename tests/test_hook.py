@@ -5,8 +5,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
+import stat
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -161,8 +164,139 @@ def test_corrupt_or_unwritable_cache_is_not_an_error(project: Path, tmp_path: Pa
         assert hook.finder.cache.misses == 1
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache directory should be")
-    with raximport.install(project_root=project, cache_dir=blocked):
-        assert hasattr(fresh_import("robust_mod").f, "__wrapped__")
+    with pytest.warns(RaxWarning, match=f"not using {blocked}: it is not a directory") as caught:
+        with raximport.install(project_root=project, cache_dir=blocked):
+            assert hasattr(fresh_import("robust_mod").f, "__wrapped__")
+            fresh_import("robust_mod")
+    assert len(caught) == 1
+
+
+def test_a_damaged_cache_entry_is_rebuilt_never_run_or_fatal(project: Path, tmp_path: Path, clean_modules) -> None:
+    write(project / "damaged_mod.py", 'VALUE = "original"\n\ndef f(x: int) -> int:\n    return x + 1\n')
+    sys.path.insert(0, str(project))
+    cache = tmp_path / "c"
+    with raximport.install(project_root=project, cache_dir=cache):
+        fresh_import("damaged_mod")
+    (entry,) = (cache / "pyc").iterdir()
+    good = entry.read_bytes()
+    # A changed constant unmarshals fine (and would run); flipping each byte in turn also reaches
+    # marshal's SystemError ("bad argument to internal function").
+    damaged = [good.replace(b"original", b"Original")]
+    damaged += [good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1 :] for i in range(len(good))]
+    with raximport.install(project_root=project, cache_dir=cache) as hook:
+        for data in damaged:
+            entry.write_bytes(data)
+            mod = fresh_import("damaged_mod")
+            assert (mod.VALUE, mod.f(1)) == ("original", 2)
+        assert (hook.finder.cache.hits, hook.finder.cache.misses) == (0, len(damaged))
+        assert entry.read_bytes() == good  # rebuilt, so the next run hits again
+        fresh_import("damaged_mod")
+        assert hook.finder.cache.hits == 1
+
+
+def test_cache_key_includes_raximports_rewrite_code(project: Path, tmp_path: Path) -> None:
+    """An editable install after `git pull`: a changed rewrite.py must not be served stale rewrites."""
+    package = tmp_path / "site" / "raximport"
+    shutil.copytree(Path(raximport.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    write(project / "pulled_mod.py", "def f(x: int) -> int:\n    return x\n")
+    program = (
+        "import sys, raximport\n"
+        f"hook = raximport.install(project_root={str(project)!r}, cache_dir={str(tmp_path / 'c')!r})\n"
+        f"sys.path.insert(0, {str(project)!r})\n"
+        "import pulled_mod\n"
+        "print(getattr(pulled_mod, 'REWRITTEN_BY', 'old'), hook.finder.cache.hits, hook.finder.cache.misses)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAX_")} | {"PYTHONPATH": str(package.parent)}
+
+    def run() -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", program], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert run() == "old 0 1"
+    assert run() == "old 1 0"
+    with open(package / "rewrite.py", "a") as fh:  # the new rewrite adds a name to every module
+        fh.write(
+            "\n_compile_source = compile_source\n\n\n"
+            "def compile_source(source, filename, options=RewriteOptions(), *, optimize=-1):\n"
+            "    return _compile_source(source + b'\\nREWRITTEN_BY = \"new\"\\n', filename, options, optimize=optimize)\n"
+        )
+    assert run() == "new 0 1"
+    assert run() == "new 1 0"
+
+
+def test_cache_dirs_are_private_to_the_user(project: Path, tmp_path: Path, clean_modules) -> None:
+    write(project / "private_mod.py", "X = 1\n")
+    sys.path.insert(0, str(project))
+    cache = tmp_path / "new" / "c"
+    with raximport.install(project_root=project, cache_dir=cache):
+        fresh_import("private_mod")
+    (entry,) = (cache / "pyc").iterdir()
+    modes = [stat.S_IMODE(path.stat().st_mode) for path in (cache, cache / "pyc", entry)]
+    assert modes == [0o700, 0o700, 0o600]
+
+
+OTHER_USER = 12345  # tests run as root: chown simulates a file another user made
+
+
+@pytest.mark.parametrize(
+    "planted", ["shared dir of another user", "dir others can write", "entry of another user", "entry others can write"]
+)
+def test_code_planted_in_the_cache_never_runs(project: Path, tmp_path: Path, clean_modules, planted: str) -> None:
+    names = ("victim_a", "victim_b")
+    for name in names:
+        write(project / f"{name}.py", 'VALUE = "mine"\n')
+    sys.path.insert(0, str(project))
+    cache = tmp_path / "c"
+    with raximport.install(project_root=project, cache_dir=cache) as hook:  # valid entries, evil code
+        for name in names:
+            path = str(project / f"{name}.py")
+            key = hook.finder.cache.key(path, Path(path).read_bytes())
+            hook.finder.cache.store(path, key, compile('VALUE = "planted"', path, "exec"))
+    entries = sorted((cache / "pyc").iterdir())
+    if planted == "shared dir of another user":
+        for path in (cache, cache / "pyc", *entries):
+            os.chown(path, OTHER_USER, OTHER_USER)
+    elif planted == "dir others can write":
+        cache.chmod(0o777)
+    for entry in entries:
+        if planted == "entry of another user":
+            os.chown(entry, OTHER_USER, OTHER_USER)
+        elif planted == "entry others can write":
+            entry.chmod(0o666)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with raximport.install(project_root=project, cache_dir=cache) as hook:
+            assert [fresh_import(name).VALUE for name in names] == ["mine", "mine"]
+    (warning,) = [w for w in caught if issubclass(w.category, RaxWarning)]
+    assert "could plant code there that runs as you" in str(warning.message)
+    if planted.startswith("entry"):  # the user's own cache dir: the entries are rebuilt, and hit next time
+        assert str(entries[0]) in str(warning.message) and "rebuilt" in str(warning.message)
+        assert all(e.stat().st_uid == os.geteuid() and stat.S_IMODE(e.stat().st_mode) == 0o600 for e in entries)
+        with raximport.install(project_root=project, cache_dir=cache) as hook:
+            fresh_import(names[0])
+            assert hook.finder.cache.hits == 1
+    else:  # another user's or a shared dir: not used at all
+        assert f"not using {cache}:" in str(warning.message) and "without its caches" in str(warning.message)
+        assert hook.finder.cache.misses == 2 and sorted((cache / "pyc").iterdir()) == entries
+
+
+def test_temp_files_of_killed_writes_are_swept_by_a_later_write(project: Path, tmp_path: Path, clean_modules) -> None:
+    write(project / "swept_mod.py", "X = 1\n")
+    sys.path.insert(0, str(project))
+    cache = tmp_path / "c"
+    cache.mkdir(mode=0o700)
+    (cache / "pyc").mkdir(mode=0o700)
+    entry = "model-0123456789abcdef.cpython-311.opt0.pyc"
+    stale, recent = (cache / "pyc" / f"{entry}{tail}.tmp" for tail in ("abcd_123", "efgh_456"))
+    for temp in (stale, recent):
+        temp.write_bytes(b"half a write")
+    os.utime(stale, (0, 0))  # long ago: its writer is gone; `recent` may be a concurrent write
+    with raximport.install(project_root=project, cache_dir=cache):
+        fresh_import("swept_mod")
+    assert not stale.exists() and recent.exists()
 
 
 def test_cache_works_with_dont_write_bytecode_and_leaves_the_source_tree_alone(run_python, project: Path, cache_dir: Path) -> None:

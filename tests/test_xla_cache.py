@@ -7,13 +7,14 @@ import importlib.util
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from raximport import xla_cache
+from raximport import cachedir, xla_cache
 from raximport.config import Config, ConfigError, load_config, parse_size
 
 RAX = ("-c", "import sys; from raximport.cli import main; sys.exit(main(sys.argv[1:]))")
@@ -79,6 +80,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict
 def test_second_process_hits_the_cache(two_runs: tuple[Path, dict, dict]) -> None:
     cache, first, second = two_runs
     assert first["dir"] == str(cache / "xla")
+    assert [stat.S_IMODE(path.stat().st_mode) for path in (cache, cache / "xla")] == [0o700, 0o700]
     assert first["min_time"] == 0.0  # every executable is saved, however fast it compiled
     # In the first run, each step's own compile hits the entry written moments before by the
     # compile of raximport's memory check; everything else misses and is written.
@@ -95,15 +97,136 @@ def test_info_and_clear(two_runs: tuple[Path, dict, dict], tmp_path: Path) -> No
     env = _env(cache)
     info = _python(*RAX, "cache", "info", cwd=tmp_path, env=env).stdout
     n = two_runs[1]["requests"] - two_runs[1]["hits"]  # the entries the first run wrote
-    assert f"directory: {cache / 'xla'}" in info
-    assert f"entries:   {n}\n" in info
-    assert " KB" in info and "cap:       4.0 GB" in info
-    assert f"last run:  {two_runs[1]['requests']} hits, 0 misses" in info
+    pyc, xla = info.split("\n\n")
+    assert f"directory: {cache / 'pyc'}\n" in pyc and "entries:   1\n" in pyc  # the rewritten train.py
+    assert f"directory: {cache / 'xla'}\n" in xla and f"entries:   {n}\n" in xla
+    assert " KB" in xla and "cap:       4.0 GB" in xla
+    assert f"last run:  {two_runs[1]['requests']} hits, 0 misses" in xla
     cleared = _python(*RAX, "cache", "clear", cwd=tmp_path, env=env).stdout
-    assert cleared.startswith(f"removed {n} entries (") and str(cache / "xla") in cleared
+    assert cleared.splitlines()[1].startswith(f"removed {n} entries (") and str(cache / "xla") in cleared
     assert not list((cache / "xla").glob("*-cache")) and not list((cache / "xla").glob("*-atime"))
+    assert not list((cache / "pyc").iterdir())
     info = _python(*RAX, "cache", "info", "--cache-dir", str(cache), cwd=tmp_path, env=env).stdout
-    assert "entries:   0\n" in info and "size:      0 B" in info
+    assert info.count("entries:   0\n") == 2 and info.count("size:      0 B") == 2
+
+
+PYC_NAME = "model-0123456789abcdef.cpython-311.opt0.pyc"  # hook.BytecodeCache.path_for's pattern
+XLA_KEY = "jit_step-" + "ab" * 32  # JAX's: module name, sha256 of the computation
+
+
+def _fill(cache: Path, theirs: Path | None = None) -> None:
+    """A cache as runs leave it, with files raximport and JAX did not write beside the entries."""
+    for directory in (cache, cache / "pyc", cache / "xla"):
+        directory.mkdir(mode=0o700)  # as raximport makes them, whatever the umask
+    (cache / "pyc" / PYC_NAME).write_bytes(b"x" * 1000)
+    (cache / "pyc" / PYC_NAME.replace("model", "data")).write_bytes(b"x" * 500)
+    (cache / "pyc" / (PYC_NAME + "k3j_9zqa.tmp")).write_bytes(b"x" * 10)  # a killed write's temp file
+    (cache / "xla" / f"{XLA_KEY}-cache").write_bytes(b"x" * 2000)
+    (cache / "xla" / f"{XLA_KEY}-atime").write_bytes(b"x" * 8)
+    for directory in (cache / "pyc", cache / "xla", *([theirs] if theirs else [])):
+        (directory / "notes.txt").write_text("the user's own file")
+        (directory / "old-cache").write_text("named like an entry, but not JAX's")
+    (cache / "xla" / ".lockfile").write_text("")  # filelock's, possibly held by a running process
+    if theirs:
+        (theirs / f"{XLA_KEY}-cache").write_bytes(b"x" * 3000)
+
+
+def _rax(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    from raximport.cli import main
+
+    assert main(list(args)) == 0
+    return capsys.readouterr().out
+
+
+@pytest.fixture
+def no_user_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith(("RAX_", "JAX_")) or name == xla_cache.ENV_MARK:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
+
+
+def test_cache_info_covers_both_caches(tmp_path: Path, capsys, no_user_env) -> None:
+    cache = tmp_path / "c"
+    _fill(cache)
+    info = _rax(capsys, "cache", "info", "--cache-dir", str(cache))
+    pyc, xla = info.split("\n\n")
+    assert pyc.splitlines() == [
+        "bytecode cache (rewritten modules)",
+        f"directory: {cache / 'pyc'}",
+        "state:     on",
+        "entries:   2",
+        "size:      1.5 KB",
+    ]
+    assert xla.splitlines()[:5] == [
+        "XLA compilation cache",
+        f"directory: {cache / 'xla'}",
+        "state:     on",
+        "entries:   1",
+        "size:      2.0 KB",
+    ]
+    os.chown(cache / "pyc", 12345, 12345)
+    info = _rax(capsys, "cache", "info", "--cache-dir", str(cache))
+    assert "state:     refused: it belongs to another user (uid 12345)" in info
+
+
+def test_cache_clear_removes_only_what_raximport_and_jax_wrote(tmp_path: Path, capsys, no_user_env) -> None:
+    cache = tmp_path / "c"
+    _fill(cache)
+    out = _rax(capsys, "cache", "clear", "--cache-dir", str(cache))
+    assert out.splitlines() == [
+        f"removed 2 entries (1.5 KB) from {cache / 'pyc'}, and 1 temp file of an interrupted write",
+        f"removed 1 entries (2.0 KB) from {cache / 'xla'}",
+    ]
+    assert sorted(p.name for p in (cache / "pyc").iterdir()) == ["notes.txt", "old-cache"]
+    assert sorted(p.name for p in (cache / "xla").iterdir()) == [".lockfile", "notes.txt", "old-cache"]
+
+
+def test_cache_clear_never_follows_a_symlinked_directory(tmp_path: Path, capsys, no_user_env) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    _fill(elsewhere)
+    cache = tmp_path / "c"
+    cache.mkdir()
+    for name in ("pyc", "xla"):
+        (cache / name).symlink_to(elsewhere / name, target_is_directory=True)
+    before = sorted(elsewhere.rglob("*"))
+    out = _rax(capsys, "cache", "clear", "--cache-dir", str(cache))
+    assert out.splitlines() == [f"skipped {cache / name}: a symbolic link, not followed" for name in ("pyc", "xla")]
+    assert sorted(elsewhere.rglob("*")) == before
+
+
+def test_the_users_jax_cache_dir_is_listed_and_emptied_only_when_asked(tmp_path: Path, capsys, no_user_env) -> None:
+    cache, theirs = tmp_path / "c", tmp_path / "theirs"
+    theirs.mkdir()
+    _fill(cache, theirs)
+    no_user_env.setenv("JAX_COMPILATION_CACHE_DIR", str(theirs))
+    info = _rax(capsys, "cache", "info", "--cache-dir", str(cache))
+    ours_block, theirs_block = info.split("\n\n")[1:]
+    assert "state:     not used: your JAX_COMPILATION_CACHE_DIR is set" in ours_block
+    assert theirs_block.splitlines()[:5] == [
+        "XLA compilation cache: your JAX_COMPILATION_CACHE_DIR",
+        f"directory: {theirs}",
+        "state:     on, no cap; `rax cache clear` empties it only with --include-user-xla-dir",
+        "entries:   1",
+        "size:      3.0 KB",
+    ]
+    out = _rax(capsys, "cache", "clear", "--cache-dir", str(cache))
+    assert f"removed 1 entries (2.0 KB) from {cache / 'xla'}" in out
+    assert f"left {theirs} alone (your JAX_COMPILATION_CACHE_DIR): --include-user-xla-dir empties it too" in out
+    assert (theirs / f"{XLA_KEY}-cache").exists()
+    out = _rax(capsys, "cache", "clear", "--cache-dir", str(cache), "--include-user-xla-dir")
+    assert out.splitlines()[-1] == f"removed 1 entries (3.0 KB) from {theirs}"
+    assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt", "old-cache"]
+
+
+def test_cache_help_explains_the_user_dir_flag(capsys) -> None:
+    from raximport.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["cache", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--include-user-xla-dir" in text and "JAX_COMPILATION_CACHE_DIR" in text and "bytecode" in text
 
 
 def test_users_own_settings_win(tmp_path: Path) -> None:
@@ -171,18 +294,70 @@ def test_lru_cap_evicts_least_recently_used(tmp_path: Path) -> None:
 
 
 def test_fallback_eviction_and_atime_backfill(tmp_path: Path) -> None:
+    key = [f"jit_f{i}-{str(i) * 64}" for i in range(3)]  # JAX's names: module name, sha256
     for i, size in enumerate((400, 300, 200)):
-        path = tmp_path / f"k{i}-cache"
+        path = tmp_path / f"{key[i]}-cache"
         path.write_bytes(b"x" * size)
         os.utime(path, ns=(i * 10**9, i * 10**9))
-    (tmp_path / "k0-atime").write_bytes((5 * 10**9).to_bytes(8, "little"))  # k0 used last
+    (tmp_path / f"{key[0]}-atime").write_bytes((5 * 10**9).to_bytes(8, "little"))  # k0 used last
     (tmp_path / "other.txt").write_text("not an entry")
+    (tmp_path / "backup-cache").write_text("not JAX's entry either")
     xla_cache._backfill_atimes(tmp_path)
-    assert int.from_bytes((tmp_path / "k1-atime").read_bytes(), "little") == 10**9
-    assert [p.name for p, _, _ in xla_cache.entries(tmp_path)] == ["k1-cache", "k2-cache", "k0-cache"]
+    assert int.from_bytes((tmp_path / f"{key[1]}-atime").read_bytes(), "little") == 10**9
+    assert [p.name for p, _, _ in xla_cache.entries(tmp_path)] == [f"{key[i]}-cache" for i in (1, 2, 0)]
     removed = xla_cache.evict(tmp_path, 650)
-    assert [p.name for p in removed] == ["k1-cache"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["k0-atime", "k0-cache", "k2-atime", "k2-cache", "other.txt"]
+    assert [p.name for p in removed] == [f"{key[1]}-cache"]
+    left = [f"{key[i]}-{kind}" for i in (0, 2) for kind in ("atime", "cache")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*left, "backup-cache", "other.txt"])
+
+
+def test_an_unusable_xla_dir_leaves_jaxs_cache_off_with_one_note(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    cache = tmp_path / "rax"
+    cache.mkdir(mode=0o700)
+    (cache / "xla").write_text("a file where the XLA cache directory should be")
+    proc = _python("-m", "raximport", str(script), "3", cwd=tmp_path, env=_env(cache))
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["dir"] is None  # JAX's cache stays off
+    assert proc.stderr.count("RaxWarning") == 1, proc.stderr
+    assert f"not using {cache / 'xla'}: it is not a directory; JAX's persistent compilation cache is off" in proc.stderr
+    assert "Error" not in proc.stderr  # none of JAX's per-entry warnings
+
+
+CONFIGURE = """\
+import json, os, sys
+from raximport import xla_cache
+from raximport.config import Config
+config = Config(cache_dir=sys.argv[1])
+setups = [xla_cache.configure(config), xla_cache.configure(config)]
+print(json.dumps([setups == [None, None], os.environ.get("JAX_COMPILATION_CACHE_DIR")]))
+"""
+
+
+@pytest.mark.parametrize("planted", ["dir of another user", "dir others can write"])
+def test_an_xla_dir_others_control_is_refused(tmp_path: Path, planted: str) -> None:
+    cache = tmp_path / "rax"
+    cache.mkdir(mode=0o700)
+    (cache / "xla").mkdir(mode=0o700)
+    if planted == "dir of another user":
+        os.chown(cache / "xla", 12345, 12345)
+    else:
+        (cache / "xla").chmod(0o777)
+    proc = _python("-c", CONFIGURE, str(cache), cwd=tmp_path, env=_env(cache))
+    assert json.loads(proc.stdout) == [True, None]
+    assert proc.stderr.count("RaxWarning") == 1 and f"not using {cache / 'xla'}: " in proc.stderr
+    assert "could plant code there that runs as you; JAX's persistent compilation cache is off" in proc.stderr
+
+
+def test_atime_backfill_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    cache = tmp_path / "xla"
+    cache.mkdir()
+    (cache / f"jit_f-{'a' * 64}-cache").write_bytes(b"entry")
+    (cache / f"jit_f-{'a' * 64}-atime").symlink_to(victim)
+    xla_cache._backfill_atimes(cache)
+    assert victim.read_text() == "precious"
 
 
 def test_env_set_by_a_raximport_parent_is_not_the_users(tmp_path: Path) -> None:
@@ -210,4 +385,4 @@ def test_sizes() -> None:
     assert load_config(environ={"RAX_XLA_CACHE_MAX_SIZE": "1GB", "RAX_XLA_CACHE": "off"}).xla_cache_max_size == 10**9
     with pytest.raises(ConfigError, match="xla_cache_max_size"):
         load_config({"xla_cache_max_size": "lots"}, environ={})
-    assert xla_cache.human_size(6900) == "6.9 KB" and xla_cache.human_size(12) == "12 B"
+    assert cachedir.human_size(6900) == "6.9 KB" and cachedir.human_size(12) == "12 B"
