@@ -24,9 +24,8 @@ import time
 from types import TracebackType
 from typing import Any, Callable, Mapping
 
-from raximport.report import Report, is_user_file, show, user_location
-
-_RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+from raximport.provenance import is_raximport_file, is_user_file
+from raximport.report import Report, show, user_location
 
 # Dimension names that a configuration usually sets (nanoGPT's names on the right).
 DIM_TO_CONFIG = {
@@ -100,7 +99,7 @@ def _entry_frame(tb: TracebackType | None) -> Any:
 def _traced_function(message: str, exc: BaseException | None = None) -> tuple[str, tuple[str, int] | None]:
     """(name, definition) of the function being traced, from JAX's message or else the traceback."""
     match = _TRACING.search(message)
-    if match and not match.group(2).startswith(_RAXIMPORT_DIR):
+    if match and not is_raximport_file(match.group(2)):
         return match.group(1), (match.group(2), int(match.group(3)))
     frame = _entry_frame(exc.__traceback__) if exc is not None else None
     if frame is None:

@@ -16,7 +16,6 @@ import importlib.util
 import marshal
 import os
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 from types import CodeType, ModuleType
@@ -24,18 +23,11 @@ from typing import Sequence
 
 from raximport import __version__
 from raximport.config import Config
+from raximport.provenance import is_library_file, is_raximport_file
 from raximport.report import note
 from raximport.rewrite import compile_source
 
 CACHE_MAGIC = b"RAXPYC1\n"
-_RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def _library_dirs() -> tuple[str, ...]:
-    """The standard library and every site-packages directory: never the user's code."""
-    dirs = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
-    dirs.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
-    return tuple(sorted(os.path.join(os.path.abspath(d), "") for d in dirs if d))
 
 
 class BytecodeCache:
@@ -140,7 +132,6 @@ class RaxFinder:
         self.cache = BytecodeCache(config.cache_dir, config.rewrite_key())
         roots = [config.project_root] if config.project_root else []
         self.roots = tuple(os.path.join(os.path.abspath(r), "") for r in (*roots, *config.paths))
-        self.library_dirs = _library_dirs()
         self.instrumented: list[str] = []
 
     def _named(self, fullname: str, names: Sequence[str]) -> bool:
@@ -156,11 +147,11 @@ class RaxFinder:
 
     def selects(self, fullname: str, path: str) -> bool:
         """Whether the module `fullname` at `path` is instrumented."""
-        if path.startswith(_RAXIMPORT_DIR) or self._excluded(fullname, path):
+        if is_raximport_file(path) or self._excluded(fullname, path):
             return False
         if self._named(fullname, self.config.packages):
             return True
-        if path.startswith(self.library_dirs):
+        if is_library_file(path):
             return False
         return path.startswith(self.roots)
 
@@ -172,7 +163,7 @@ class RaxFinder:
             return fullname not in sys.stdlib_module_names or self._shadowed(fullname)
         return any(
             os.path.join(os.path.abspath(entry), "").startswith(self.roots)
-            and not os.path.join(os.path.abspath(entry), "").startswith(self.library_dirs)
+            and not is_library_file(os.path.join(os.path.abspath(entry), ""))
             for entry in search_path
             if isinstance(entry, str)
         )
@@ -216,6 +207,3 @@ class RaxFinder:
             if spec is not None:
                 return spec
         return None
-
-    def invalidate_caches(self) -> None:
-        self.library_dirs = _library_dirs()

@@ -12,22 +12,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import sysconfig
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any, Sequence
 
-_RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_LIBRARY_DIRS = tuple(
-    os.path.join(sysconfig.get_path(name), "") for name in ("stdlib", "platstdlib", "purelib", "platlib")
-)
+from raximport.provenance import is_user_file
+
 JSON_VERSION = 1
-
-
-def is_user_file(filename: str) -> bool:
-    """Not raximport, not the standard library or an installed package, not generated code."""
-    return not (filename.startswith("<") or filename.startswith(_RAXIMPORT_DIR) or filename.startswith(_LIBRARY_DIRS)
-                or "site-packages" in filename)
 
 
 def function_name(fun: object) -> str:
