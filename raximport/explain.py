@@ -5,7 +5,7 @@ are never imported here (an exception of theirs means they already are). Every e
 user's line (the innermost frame of the traceback in the user's code, i.e. the call site for
 errors raised while tracing or type-checking), explains the error in a sentence or two, and gives
 the fix. Anything unknown becomes a report of kind "error": shown as a clean traceback, never
-swallowed.
+swallowed. A failed annotation check, the richest entry, has its own module: explain_typecheck.py.
 
 The slow-compile entry is not an exception: `watch_compile_times` listens to JAX's compile
 durations and reports a long compile when the persistent compilation cache is off.
@@ -15,30 +15,19 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import inspect
 import linecache
 import os
 import re
 import sys
 import time
 from types import TracebackType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
+from raximport.explain_typecheck import explain_typecheck
 from raximport.provenance import is_raximport_file, is_user_file
 from raximport.report import Report, show, user_location
 
-# Dimension names that a configuration usually sets (nanoGPT's names on the right).
-DIM_TO_CONFIG = {
-    "seq": "block_size", "seq_len": "block_size", "seqlen": "block_size", "T": "block_size",
-    "time": "block_size", "block": "block_size", "block_size": "block_size", "ctx": "block_size",
-    "batch": "batch_size", "B": "batch_size", "batch_size": "batch_size", "bs": "batch_size",
-    "vocab": "vocab_size", "V": "vocab_size", "vocab_size": "vocab_size",
-    "embed": "n_embd", "d_model": "n_embd", "C": "n_embd", "n_embd": "n_embd", "dim": "n_embd",
-    "heads": "n_head", "H": "n_head", "n_head": "n_head", "n_heads": "n_head",
-    "layer": "n_layer", "layers": "n_layer", "L": "n_layer", "n_layer": "n_layer",
-}
 SLOW_COMPILE_SECS = 5.0  # RAX_SLOW_COMPILE_SECS overrides
-_DTYPE_PREFIX = {"f": "float", "i": "int", "u": "uint", "c": "complex", "bf": "bfloat", "b": "bool"}
 
 
 def explain(exc: BaseException) -> Report:
@@ -338,251 +327,11 @@ def _resource_exhausted(exc: BaseException, message: str, where: tuple[str, int]
     )
 
 
-# --- type checks (jaxtyping + beartype) ---------------------------------------------------------
-
-_HEADER = re.compile(r"whilst checking the (parameters|return value) of (\S+?)\.?$", re.M)
-_PARAM = re.compile(r"typechecking parameter '(\w+)'")
-_ACTUAL = re.compile(r"^Actual value: (.*)$", re.M)
-_EXPECTED = re.compile(r"^Expected type: (.*?)\.?$", re.M)
-_ANNOTATION = re.compile(r"(\w+): \w+\[[^\[\]']*?, '([^']*)'\]")
-_REASON = re.compile(r"violates type hint .*?, as (.*?)\.?\s*$", re.S)
-_DIM_CONFLICT = re.compile(r"size of dimension (\S+) is (\d+) which does not equal the existing value of (\d+)")
-_DTYPE = re.compile(r"this array has dtype (\w+), not any of \(?(.*?)\)?(?: as expected|$)")
-_RANK = re.compile(r"this array has (\d+) dimensions, not the (\d+) expected")
-_JAXTYPING_VALUE = re.compile(r"^(bool|bf|[fiuc])(\d*)\[([\d,\s]*)\]\((\w+)\)$")
-
-
-def _pretty_value(text: str) -> str:
-    """jaxtyping's "i32[8,65](jax)" as "int32[8,65]"."""
-    match = _JAXTYPING_VALUE.match(text.strip())
-    if not match:
-        return text.strip()
-    prefix, bits, shape, _ = match.groups()
-    dtype = "bool" if prefix == "bool" else _DTYPE_PREFIX[prefix] + bits
-    return f"{dtype}[{shape}]"
-
-
-def _pretty_type(text: str) -> str:
-    """"<class 'Int[jaxlib._jax.Array, 'batch seq']'>" as "Int[Array, 'batch seq']"."""
-    text = text.strip()
-    if text.startswith("<class '") and text.endswith("'>"):
-        text = text[len("<class '"):-2]
-    text = re.sub(r"\bjaxtyping\.", "", text)
-    return re.sub(r"\b(?:jaxlib\._jax|jaxlib\.xla_extension|jax)\.(?:Array|ArrayImpl)\b", "Array", text)
-
-
-def _dims(dim_str: str) -> list[str]:
-    return [token.strip("*#?_") for token in dim_str.split() if token.strip("*#?_") and not token.strip("*#?_").isdigit()]
-
-
-def _cause_reason(exc: BaseException) -> str:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        match = _REASON.search(str(current))
-        if match and type(current).__name__.startswith("Beartype"):
-            return " ".join(match.group(1).split())
-        current = current.__cause__ or current.__context__
-    return ""
-
-
-def _value_of(container: Any, name: str) -> Any:
-    if isinstance(container, Mapping):
-        return container.get(name)
-    if isinstance(container, (int, float, str, bytes)) or container is None:
-        return None
-    if dataclasses.is_dataclass(container) or hasattr(type(container), "_fields") or hasattr(container, "__dict__"):
-        try:
-            return getattr(container, name, None)
-        except Exception:
-            return None
-    return None
-
-
-def _find_config(config_name: str, named: list[tuple[str, Any]]) -> tuple[str, Any] | None:
-    """(how to spell it, value) of `config_name` in the first of `named` values that holds it."""
-    for name, value in named:
-        if name == config_name and isinstance(value, int) and not isinstance(value, bool):
-            return name, value
-        found = _value_of(value, config_name)
-        if isinstance(found, int) and not isinstance(found, bool):
-            spelled = f"{name}['{config_name}']" if isinstance(value, Mapping) else f"{name}.{config_name}"
-            return spelled, found
-    return None
-
-
-def _user_frame_values(tb: TracebackType | None) -> list[tuple[str, Any]]:
-    """The locals of the user's frames in `tb`, innermost first."""
-    frames = []
-    while tb is not None:
-        if is_user_file(tb.tb_frame.f_code.co_filename):
-            frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    values: list[tuple[str, Any]] = []
-    for frame in reversed(frames):
-        try:
-            values += [(k, v) for k, v in frame.f_locals.items() if not k.startswith("__")]
-        except Exception:
-            continue
-    return values
-
-
-def _describe(value: Any) -> str:
-    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-    if shape is not None and dtype is not None:
-        return f"{getattr(dtype, 'name', dtype)}[{','.join(str(s) for s in shape)}]"
-    return ""
-
-
-def _typecheck(exc: BaseException, message: str, where: tuple[str, int] | None) -> Report:
-    header = _HEADER.search(message)
-    qualified = header.group(2) if header else ""
-    returned = bool(header and header.group(1) == "return value")
-    call = getattr(exc, "__rax_call__", None)  # (fn, args, kwargs) from checks.check
-    fn, args, kwargs = call if call else (None, (), {})
-    if fn is not None and not (qualified == fn.__qualname__ or qualified.endswith("." + fn.__qualname__)):
-        fn, args, kwargs = None, (), {}  # raised by a checked function that raximport did not wrap
-    target = inspect.unwrap(fn) if fn is not None else None
-    function = getattr(target, "__qualname__", "") or qualified.rsplit(".", 1)[-1]
-    defined = _definition(target)
-    parameter = "return value" if returned else (_PARAM.search(message).group(1) if _PARAM.search(message) else "")
-    bound: dict[str, Any] = {}
-    if target is not None:
-        try:
-            bound = dict(inspect.signature(target).bind_partial(*args, **kwargs).arguments)
-        except (TypeError, ValueError):
-            bound = {}
-    actual = _ACTUAL.search(message)
-    got = _describe(bound.get(parameter)) if parameter in bound else ""
-    got = got or (_pretty_value(actual.group(1)) if actual else "")
-    expected_match = _EXPECTED.search(message)
-    expected = _pretty_type(expected_match.group(1)) if expected_match else ""
-    bindings: list[tuple[str, int]] = []
-    if "are as follows." in message:
-        for line in message.split("are as follows.", 1)[1].splitlines():
-            name, sep, value = line.strip().partition("=")
-            if sep and value.strip().lstrip("-").isdigit():
-                bindings.append((name, int(value)))
-    annotations = _ANNOTATION.findall(message.split("Parameter annotations:", 1)[1]) if "Parameter annotations:" in message else []
-    reason = _cause_reason(exc)
-    details: list[str] = []
-    extra: dict[str, object] = {}
-    kind, title, fix = "type-mismatch", f"{function}() {parameter} does not match its annotation", ""
-    what = "the return value" if returned else f"'{parameter}'"
-    conflict = _DIM_CONFLICT.search(reason)
-    dtype = _DTYPE.search(reason)
-    rank = _RANK.search(reason)
-    if conflict:
-        dim, size, existing = conflict.group(1), int(conflict.group(2)), int(conflict.group(3))
-        kind = "shape-mismatch"
-        before = [name for name, dims in annotations if name != parameter] if returned else \
-            [name for name, _ in annotations[: [n for n, _ in annotations].index(parameter)]] \
-            if parameter in [n for n, _ in annotations] else []
-        bound_by = next((name for name, dims in annotations if name in before and dim in _dims(dims)), "")
-        title = f"shape mismatch in {function}(): {what} has {dim}={size}, but " + \
-            (f"'{bound_by}' set {dim}={existing}" if bound_by else f"{dim} is already {existing}")
-        details.append(f"dimension '{dim}': {size} in {what}, {existing} bound first" +
-                       (f" by '{bound_by}'" if bound_by else ""))
-        extra.update(dimension=dim, size=size, expected_size=existing, bound_by=bound_by)
-        config_name = DIM_TO_CONFIG.get(dim)
-        found = None
-        if config_name:
-            found = _find_config(config_name, list(bound.items())) or _find_config(
-                config_name, _user_frame_values(exc.__traceback__))
-            extra["config"] = config_name
-        if found:
-            spelled, value = found
-            extra.update(config_value=value, config_source=spelled)
-            odd = what if size != value else (f"'{bound_by}'" if bound_by and existing != value else "")
-            details.append(f"{dim} is set by {config_name}: {spelled} = {value}" +
-                           (f", which {odd} does not match" if odd else ""))
-            culprit = _find_config(config_name, [(k, v) for k, v in _user_frame_values(exc.__traceback__)
-                                                 if _find_config(config_name, [(k, v)]) not in (None, found)
-                                                 and _find_config(config_name, [(k, v)])[1] == size])  # type: ignore[index]
-            if culprit and size != value:
-                details.append(f"also seen: {culprit[0]} = {culprit[1]}, the {dim} size of {what} "
-                               f"(was {what} built with it?)")
-                extra.update(culprit=culprit[0], culprit_value=culprit[1])
-            fix = (f"{what} and '{bound_by or 'the first argument'}' must agree on {dim}; {dim} comes from "
-                   f"{config_name} ({spelled} = {value}): build the data with the same {config_name} as the "
-                   f"model, or, if the sizes may differ, give {what} its own dimension name in the annotation")
-        else:
-            source = f" ({dim} is usually {config_name})" if config_name else ""
-            fix = (f"{what} must have {dim}={existing} like '{bound_by or 'the arguments before it'}'{source}: fix "
-                   f"the shape at the call site, or, if the sizes may differ, use a different dimension name")
-            if returned:
-                fix = (f"the function returned {dim}={size} where its annotation says {dim}={existing}: fix the "
-                       "body (a missing transpose, reshape or sum over an axis?) or the return annotation")
-    elif dtype:
-        kind = "dtype-mismatch"
-        title = f"dtype mismatch in {function}(): {what} is {dtype.group(1)}"
-        wanted = expected.split("[", 1)[0] or "the annotated dtype"
-        cast = {"Int": "jnp.int32", "Float": "jnp.float32", "Bool": "bool", "Shaped": ""}.get(wanted, "")
-        fix = (f"convert at the call site ({parameter}.astype({cast}))" if cast and not returned else
-               "convert the value (x.astype(...))") + f", or change the annotation if {dtype.group(1)} is intended"
-        extra.update(dtype=dtype.group(1))
-    elif rank:
-        kind = "shape-mismatch"
-        title = f"shape mismatch in {function}(): {what} has {rank.group(1)} dimensions, the annotation {rank.group(2)}"
-        fix = ("add or remove an axis at the call site (x[None], x.reshape(...), x.squeeze(axis)) "
-               "or fix the annotation")
-        extra.update(ndim=int(rank.group(1)), expected_ndim=int(rank.group(2)))
-    else:
-        value = bound.get(parameter, None) if parameter in bound else None
-        type_name = type(value).__name__ if parameter in bound else (got.split(" ", 1)[0] or "value")
-        if parameter in bound and not got.startswith(type_name):
-            got = f"{type_name} {_short(value)}"
-        title = f"type mismatch in {function}(): {what} is a {type_name}, not {expected or 'the annotated type'}"
-        fix = "pass a value of the annotated type (jnp.asarray(...) for an array), or fix the annotation"
-    if reason and not conflict:
-        details.append(f"beartype: {reason}")
-    if returned and not conflict and not fix:
-        fix = "fix the function's body or its return annotation"
-    return Report(
-        kind=kind, title=title, where=where or defined, function=function, defined_at=defined, parameter=parameter,
-        expected=expected, got=got, bindings=tuple(bindings), details=tuple(details), fix=fix, extra=extra,
-        explanation=_TYPECHECK_EXPLANATION.get(kind, ""),
-    )
-
-
-_TYPECHECK_EXPLANATION = {
-    "shape-mismatch": "jaxtyping checked the call against its annotations: a named dimension has one size "
-    "across all the arguments and the return value of a call.",
-    "dtype-mismatch": "jaxtyping checked the call against its annotations: the dtype is part of the "
-    "annotation (Float, Int, Bool...).",
-    "type-mismatch": "jaxtyping and beartype checked the call against its annotations.",
-}
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _definition(fn: Any) -> tuple[str, int] | None:
-    """Where `fn` is defined; for a generated method (a dataclass's __init__), its class."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return None
-    if not code.co_filename.startswith("<"):
-        return code.co_filename, code.co_firstlineno
-    owner: Any = sys.modules.get(getattr(fn, "__module__", "") or "")
-    for part in getattr(fn, "__qualname__", "").split(".")[:-1]:
-        owner = getattr(owner, part, None)
-    if isinstance(owner, type):
-        try:
-            return inspect.getsourcefile(owner) or "", inspect.findsource(owner)[1] + 1
-        except (OSError, TypeError):
-            return None
-    return None
-
-
 # --- the catalogue, in order: first match wins ----------------------------------------------------
 
 _CATALOGUE: list[tuple[Callable[[list[str], str, BaseException], bool],
                        Callable[[BaseException, str, tuple[str, int] | None], Report | None]]] = [
-    (_name_is("TypeCheckError"), _typecheck),
+    (_name_is("TypeCheckError"), explain_typecheck),
     (_name_is("TracerBoolConversionError"), _bool_conversion),
     (_name_is("TracerArrayConversionError"), _array_conversion),
     (_name_is("TracerIntegerConversionError"), _integer_conversion),

@@ -20,7 +20,7 @@ import types
 import typing
 from typing import Any, Callable
 
-from raximport.report import Report, function_name, note, show, user_location
+from raximport.report import Report, function_name, note, short_repr, show, user_location
 
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 RECOMPILES_BEFORE_REPORT = 4  # a train and an eval shape, a last partial batch: fine; more is churn
@@ -131,15 +131,10 @@ def explain_change(name: str, old: tuple[str, Any], new: tuple[str, Any]) -> tup
             return (f"static argument '{name}' is a new {type(new[1]).__name__} object on each call "
                     "(equal settings, but a different object, so a different compile)",
                     f"build '{name}' once, outside the loop, and pass that same object every time")
-        return (f"static argument '{name}' changed from {_short(old[1])} to {_short(new[1])}",
+        return (f"static argument '{name}' changed from {short_repr(old[1])} to {short_repr(new[1])}",
                 f"a static argument that changes recompiles: if '{name}' is not used as a shape, "
                 "pass it as an array (jnp.asarray) so that it is traced instead")
     return (f"argument '{name}' switched between traced and static", f"pass '{name}' the same way on every call")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[str, str]]) -> Report:

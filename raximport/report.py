@@ -9,6 +9,7 @@ rendered for a terminal: raximport's start never imports it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -25,6 +26,30 @@ def function_name(fun: object) -> str:
     """`train_step` for a function defined inside `make_train_step`, `Model.forward` for a method."""
     name = getattr(fun, "__qualname__", None) or getattr(fun, "__name__", None) or repr(fun)
     return name.rsplit("<locals>.", 1)[-1]
+
+
+def defined_at(fn: Any) -> tuple[str, int] | None:
+    """Where `fn` is defined; for a generated method (a dataclass's __init__), its class."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    if not code.co_filename.startswith("<"):
+        return code.co_filename, code.co_firstlineno
+    owner: Any = sys.modules.get(getattr(fn, "__module__", "") or "")
+    for part in getattr(fn, "__qualname__", "").split(".")[:-1]:
+        owner = getattr(owner, part, None)
+    if not isinstance(owner, type):
+        return None
+    try:
+        return inspect.getsourcefile(owner) or "", inspect.findsource(owner)[1] + 1
+    except (OSError, TypeError):
+        return None
+
+
+def short_repr(value: Any) -> str:
+    """`repr(value)`, cut to fit on a report's line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def user_location(tb: TracebackType | None = None) -> tuple[str, int] | None:
