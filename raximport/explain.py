@@ -6,9 +6,6 @@ user's line (the innermost frame of the traceback in the user's code, i.e. the c
 errors raised while tracing or type-checking), explains the error in a sentence or two, and gives
 the fix. Anything unknown becomes a report of kind "error": shown as a clean traceback, never
 swallowed. A failed annotation check, the richest entry, has its own module: explain_typecheck.py.
-
-The slow-compile entry is not an exception: `watch_compile_times` listens to JAX's compile
-durations and reports a long compile when the persistent compilation cache is off.
 """
 
 from __future__ import annotations
@@ -18,16 +15,13 @@ import dataclasses
 import linecache
 import os
 import re
-import sys
-import time
 from types import TracebackType
 from typing import Any, Callable
 
 from raximport.explain_typecheck import explain_typecheck
 from raximport.provenance import is_raximport_file, is_user_file
-from raximport.report import Report, show, user_location
+from raximport.report import Report, user_location
 
-SLOW_COMPILE_SECS = 5.0  # RAX_SLOW_COMPILE_SECS overrides
 
 
 def explain(exc: BaseException) -> Report:
@@ -110,7 +104,7 @@ def _traced_argument(message: str, exc: BaseException | None = None) -> str:
     return name
 
 
-def _callee(where: tuple[str, int] | None) -> str:
+def callee(where: tuple[str, int] | None) -> str:
     """The name of the function called on the user's line (`step(x, [1, 2])` -> "step"), if plain."""
     if where is None:
         return ""
@@ -201,7 +195,7 @@ def _non_hashable(exc: BaseException, message: str, where: tuple[str, int] | Non
     match = re.search(r"object of type (<class '[^']+'>), (.*?)\. The error was", message, re.S)
     type_name = _TYPE_NAME.sub(r"\1", match.group(1)) if match else "value"
     value = match.group(2) if match else ""
-    function = _callee(where)
+    function = callee(where)
     return Report(
         kind="non-hashable-static-argument", title=f"a static argument of {function or 'a jitted function'}() "
         f"is a {type_name}, which cannot be hashed",
@@ -217,7 +211,7 @@ def _invalid_jax_type(exc: BaseException, message: str, where: tuple[str, int] |
     returned = _BAD_RETURN.search(message)
     if returned:
         type_name = _TYPE_NAME.sub(r"\1", returned.group(4))
-        function = returned.group(1) if returned.group(1) not in ("<unknown>", "traced") else _callee(where)
+        function = returned.group(1) if returned.group(1) not in ("<unknown>", "traced") else callee(where)
         defined = (returned.group(2), int(returned.group(3))) if returned.group(2) else None
         return Report(
             kind="invalid-jax-type", title=f"{function or 'a jitted function'}() returns a {type_name} from jit",
@@ -232,10 +226,10 @@ def _invalid_jax_type(exc: BaseException, message: str, where: tuple[str, int] |
     if match.re is _ABSTRACT_ARG:
         function, type_text, path = match.group(1), match.group(2), match.group(3)
     else:
-        function, type_text, path = _callee(where), match.group(2), match.group(1)
+        function, type_text, path = callee(where), match.group(2), match.group(1)
     function = function.rsplit(".", 1)[-1] if function != "<lambda>" else function
     if function in ("traced", "auto"):  # raximport's wrappers carry the user's name elsewhere
-        function = _callee(where)
+        function = callee(where)
     type_name = _TYPE_NAME.sub(r"\1", type_text)
     return Report(
         kind="invalid-jax-type", title=f"argument '{path}' of {function or 'a jitted function'}() is a {type_name}, "
@@ -348,51 +342,3 @@ _CATALOGUE: list[tuple[Callable[[list[str], str, BaseException], bool],
     (lambda names, message, exc: bool(_NAN_WORD.search(message)) and not isinstance(exc, (SyntaxError, ImportError)),
      _nan_hint),
 ]
-
-
-# --- slow compiles ------------------------------------------------------------------------------
-
-_compile_watch: dict[str, Any] = {"on": False, "reported": False}
-
-
-def watch_compile_times() -> None:
-    """Report, once, a compile slower than SLOW_COMPILE_SECS while JAX's persistent cache is off."""
-    if _compile_watch["on"]:
-        return
-    monitoring = getattr(sys.modules.get("jax"), "monitoring", None)
-    if monitoring is None:
-        return
-    _compile_watch["on"] = True
-    monitoring.register_event_duration_secs_listener(_on_duration)
-
-
-def _slow_compile_secs() -> float:
-    try:
-        return float(os.environ.get("RAX_SLOW_COMPILE_SECS", SLOW_COMPILE_SECS))
-    except ValueError:
-        return SLOW_COMPILE_SECS
-
-
-def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
-    if event != "/jax/core/compile/backend_compile_duration" or _compile_watch["reported"]:
-        return
-    if duration < _slow_compile_secs():
-        return
-    jax = sys.modules.get("jax")
-    try:
-        cache_on = bool(jax.config.jax_compilation_cache_dir) and jax.config.jax_enable_compilation_cache  # type: ignore[union-attr]
-    except Exception:
-        cache_on = False
-    if cache_on:
-        return
-    _compile_watch["reported"] = True
-    where = user_location()
-    show(Report(
-        kind="slow-compile", title=f"a compile took {duration:.1f} s and the persistent compilation cache is off",
-        where=where, function=_callee(where), got=f"{duration:.1f} s",
-        explanation="XLA compiles every jitted function again in each new process unless JAX's persistent "
-        "cache keeps the result on disk.",
-        fix="let raximport turn the cache on (drop --no-xla-cache / RAX_XLA_CACHE=0), or set "
-        "JAX_COMPILATION_CACHE_DIR: the next run loads the compiled step instead of compiling it",
-        extra={"seconds": round(duration, 3), "at": time.time()},
-    ))

@@ -39,8 +39,7 @@ Churn = Callable[[list[tuple[str, Any, Any]]], bool]
 def _jit(fun: Callable[..., Any], on_churn: Churn | None, **options: Any) -> Any:
     import jax
 
-    from raximport.explain import watch_compile_times
-    from raximport.xla_cache import watch_cache_events
+    from raximport.xla_cache import watch_cache_events, watch_compile_times
 
     watch_cache_events()  # count this run's persistent-cache hits from the first compile on
     watch_compile_times()  # a slow compile with the persistent cache off gets a report

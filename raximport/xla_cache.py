@@ -397,3 +397,56 @@ def clear(config: Config, directory: Path | None = None) -> tuple[Path, int, int
             count += 1
             freed += size
     return directory, count, freed
+
+
+# --- slow compiles ------------------------------------------------------------------------------
+# Not the cache itself but why it matters: a long compile while the cache is off gets one report.
+
+SLOW_COMPILE_SECS = 5.0  # RAX_SLOW_COMPILE_SECS overrides
+_compile_watch: dict[str, Any] = {"on": False, "reported": False}
+
+
+def watch_compile_times() -> None:
+    """Report, once, a compile slower than SLOW_COMPILE_SECS while JAX's persistent cache is off."""
+    if _compile_watch["on"]:
+        return
+    monitoring = getattr(sys.modules.get("jax"), "monitoring", None)
+    if monitoring is None:
+        return
+    _compile_watch["on"] = True
+    monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def _slow_compile_secs() -> float:
+    try:
+        return float(os.environ.get("RAX_SLOW_COMPILE_SECS", SLOW_COMPILE_SECS))
+    except ValueError:
+        return SLOW_COMPILE_SECS
+
+
+def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
+    if event != "/jax/core/compile/backend_compile_duration" or _compile_watch["reported"]:
+        return
+    if duration < _slow_compile_secs():
+        return
+    jax = sys.modules.get("jax")
+    try:
+        cache_on = bool(jax.config.jax_compilation_cache_dir) and jax.config.jax_enable_compilation_cache  # type: ignore[union-attr]
+    except Exception:
+        cache_on = False
+    if cache_on:
+        return
+    from raximport.explain import callee  # the reporting modules, only once there is something to report
+    from raximport.report import Report, show, user_location
+
+    _compile_watch["reported"] = True
+    where = user_location()
+    show(Report(
+        kind="slow-compile", title=f"a compile took {duration:.1f} s and the persistent compilation cache is off",
+        where=where, function=callee(where), got=f"{duration:.1f} s",
+        explanation="XLA compiles every jitted function again in each new process unless JAX's persistent "
+        "cache keeps the result on disk.",
+        fix="let raximport turn the cache on (drop --no-xla-cache / RAX_XLA_CACHE=0), or set "
+        "JAX_COMPILATION_CACHE_DIR: the next run loads the compiled step instead of compiling it",
+        extra={"seconds": round(duration, 3), "at": time.time()},
+    ))
