@@ -20,6 +20,7 @@ import types
 import typing
 from typing import Any, Callable
 
+from raximport import jax_internals
 from raximport.report import Report, function_name, note, short_repr, show, user_location
 
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
@@ -190,7 +191,7 @@ def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def auto(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        if state["eager"] or not _trace_state_clean():
+        if state["eager"] or not jax_internals.trace_state_clean():  # inside a trace: inlined
             return fn(*args, **kwargs)
         types = (*map(type, args), *kwargs, *map(type, kwargs.values()))
         jitted = by_types.get(types, choose)
@@ -224,15 +225,6 @@ def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     auto.__rax_autojit__ = True  # type: ignore[attr-defined]
     return auto
-
-
-def _trace_state_clean() -> bool:
-    """True outside any JAX trace (jit, grad, vmap...): then auto-jit compiles; inside, it inlines."""
-    global _trace_state_clean
-    from jax._src.core import trace_state_clean
-
-    _trace_state_clean = trace_state_clean
-    return trace_state_clean()
 
 
 def _annotation_hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, str]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from raximport.errors import RaxOutOfMemoryError
+from raximport.jax_internals import is_top_level_trace  # jit.py asks memory.is_top_level_trace()
 from raximport.report import Report, function_name, user_location
 
 MiB = 2**20
@@ -235,13 +236,6 @@ def find_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
             if token in BATCH_NAMES and not any(t.startswith(("*", "...")) for t in tokens[:axis]):
                 found.append((where, axis))
     return found
-
-
-def is_top_level_trace() -> bool:
-    """Whether the jit being traced was called from plain Python (not inside jit, grad or vmap)."""
-    from jax._src import core
-
-    return isinstance(getattr(core.trace_ctx.trace, "parent_trace", None), core.EvalTrace)
 
 
 def traced_call(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
