@@ -20,21 +20,15 @@ from raximport.errors import RaxWarning
 WRITTEN_FOR = "0.10.2"  # the jax version whose private names these are
 
 
-def trace_state_clean() -> bool:
-    """True outside any JAX trace (jit, grad, vmap...). After the first call this name is bound to
-    the check itself, so auto-jit's per-call cost is JAX's own function."""
-    global trace_state_clean
-    trace_state_clean = _trace_state_clean_check()
-    return trace_state_clean()
-
-
 def is_top_level_trace() -> bool:
     """Whether the jit being traced was called from plain Python (not inside jit, grad or vmap)."""
     return _top_level_check()()
 
 
 @functools.cache
-def _trace_state_clean_check() -> Callable[[], bool]:
+def trace_state_clean_check() -> Callable[[], bool]:
+    """The function that says True outside any JAX trace (jit, grad, vmap...): JAX's own, which a
+    caller asking on every call (auto-jit) keeps, rather than calling through this module."""
     try:
         from jax._src.core import trace_state_clean
     except ImportError:

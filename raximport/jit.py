@@ -152,79 +152,128 @@ def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[s
 
 STATIC, DYNAMIC, UNSUPPORTED = "static", "dynamic", "unsupported"
 _STATIC_TYPES: tuple[type, ...] = (bool, int, str, bytes, enum.Enum, type(None), type, range, slice)
+Layout = tuple[tuple[int, ...], tuple[str, ...]]  # (static_argnums, static_argnames)
+_UNDECIDED = object()
 
 
-def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Jit `fn` when it is called from plain Python; run it as is inside a trace or if it cannot be jitted.
+class AutoJit:
+    """The state of one auto-jitted function `fn` and its slow paths; `function()` is what stands in
+    for `fn`: jitted when called from plain Python, run as is inside a trace, or for good once jit
+    fails for a reason of its own (one report).
 
+    The layout of static arguments is decided from the values of the first call with given argument
+    types and kept by those types, so a call costs one dict lookup; a call whose contents disagree
+    (a tuple of arrays where it was of ints: jit refuses it) is decided again from its values.
     A Python int that changes on every call (a step counter) is first static, like any int; once
     it has caused a few compiles it is traced instead, unless that fails (it is used as a shape).
     """
-    compiled: dict[tuple[tuple[int, ...], tuple[str, ...]], Callable[..., Any]] = {}
-    # The fast path: the layout by argument types, decided from the values of the first call with
-    # those types; a call whose contents disagree (jit refuses it) is decided again from its values.
-    by_types: dict[tuple[Any, ...], Callable[..., Any] | None] = {}
-    state: dict[str, Any] = {"eager": False, "hints": None, "traced_ints": set(), "trying": set()}
 
-    def on_churn(changes: list[tuple[str, Any, Any]]) -> bool:
-        pinned = state["hints"][1] if state["hints"] else {}  # `n: int` says: a Python int, keep it so
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.compiled: dict[Layout, Callable[..., Any]] = {}
+        self.by_types: dict[tuple[Any, ...], Callable[..., Any] | None] = {}  # None: runs as plain Python
+        self.eager = False
+        self.traced_ints: set[str] = set()  # int parameters traced because they changed on every call
+        self.trying: set[str] = set()  # the last of those, static again if tracing them fails
+
+    def function(self) -> Callable[..., Any]:
+        """The per-call path, as a plain function (a method call would cost more, and a function
+        binds, pickles and prints like `fn`)."""
+        fn, by_types = self.fn, self.by_types
+
+        @functools.wraps(fn)
+        def auto(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if self.eager or not _outside_trace():  # inside a trace: inlined
+                return fn(*args, **kwargs)
+            key = (*map(type, args), *kwargs, *map(type, kwargs.values()))
+            jitted = by_types.get(key, _UNDECIDED)
+            if jitted is None:
+                return fn(*args, **kwargs)
+            if jitted is not _UNDECIDED:
+                try:
+                    return jitted(*args, **kwargs)
+                except Exception as exc:
+                    if not _introduced_by_jit(exc):
+                        raise
+                    by_types.pop(key, None)  # same types as an earlier call, other contents
+            return self._decide_and_call(key, args, kwargs)
+
+        auto.__rax_autojit__ = True  # type: ignore[attr-defined]
+        return auto
+
+    def _decide_and_call(self, key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Choose the layout from this call's values, keep it for these types, call. If jit fails
+        for a reason of its own: ints just made traced are static again and the call is decided
+        once more; else plain Python from now on."""
+        __tracebackhide__ = True
+        while True:
+            jitted = self._choose(args, kwargs)
+            if jitted is not None or not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
+                self.by_types[key] = jitted
+            if jitted is None:
+                return self.fn(*args, **kwargs)
+            try:
+                return jitted(*args, **kwargs)
+            except Exception as exc:
+                if not _introduced_by_jit(exc):
+                    raise
+                if not self.trying:
+                    self.eager = True
+                    show(fallback_report(self.fn, exc))
+                    return self.fn(*args, **kwargs)
+            self._keep_ints_static()
+
+    def _choose(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
+        """The jitted function for this call's layout, or None if an argument cannot go through jit."""
+        layout = _static_layout(self.hints, args, kwargs, self.traced_ints)
+        if layout is None:
+            return None
+        if layout not in self.compiled:
+            self.compiled[layout] = _jit(self.fn, self._on_churn, static_argnums=layout[0], static_argnames=layout[1])
+            _announce(self.fn, layout, self.hints)
+        return self.compiled[layout]
+
+    @functools.cached_property
+    def hints(self) -> tuple[list[str], dict[str, str]]:
+        """Read on the first call, not at decoration: annotations may name what is defined later."""
+        return _annotation_hints(self.fn)
+
+    def _on_churn(self, changes: list[tuple[str, Any, Any]]) -> bool:
+        """Trace the ints that keep recompiling (all the changes must be such ints); `n: int` says:
+        a Python int, keep it so."""
+        pinned = self.hints[1]
         ints = {name for name, old, new in changes if old[0] == "static" and type(new[1]) is int and name not in pinned}
         if not ints or len(ints) != len(changes):
             return False
-        state["traced_ints"] |= ints
-        state["trying"] = ints
-        by_types.clear()
-        _verbose(f"{function_name(fn)}: {', '.join(sorted(ints))} changes on every call: traced from now on")
+        self.traced_ints |= ints
+        self.trying = ints
+        self.by_types.clear()
+        _verbose(f"{function_name(self.fn)}: {', '.join(sorted(ints))} changes on every call: traced from now on")
         return True
 
-    def choose(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
-        if state["hints"] is None:
-            state["hints"] = _annotation_hints(fn)
-        layout = _static_layout(state["hints"], args, kwargs, state["traced_ints"])
-        if layout is None:
-            return None
-        if layout not in compiled:
-            compiled[layout] = _jit(fn, on_churn, static_argnums=layout[0], static_argnames=layout[1])
-            _announce(fn, layout, state["hints"])
-        return compiled[layout]
+    def _keep_ints_static(self) -> None:
+        """The ints just made traced set a shape after all: static they stay, with a report."""
+        names, self.trying = self.trying, set()
+        self.traced_ints -= names
+        self.by_types.clear()
+        listed = ", ".join(f"'{n}'" for n in sorted(names))
+        show(recompile_report(self.fn, RECOMPILES_BEFORE_REPORT + 1, [(
+            f"{listed} changes on every call and sets a shape, so each new value compiles again",
+            "keep it constant, or round it up to a few sizes")]))
 
-    @functools.wraps(fn)
-    def auto(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        if state["eager"] or not jax_internals.trace_state_clean():  # inside a trace: inlined
-            return fn(*args, **kwargs)
-        types = (*map(type, args), *kwargs, *map(type, kwargs.values()))
-        jitted = by_types.get(types, choose)
-        from_types = jitted is not choose
-        if not from_types:
-            jitted = choose(args, kwargs)
-            if jitted is not None or not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
-                by_types[types] = jitted
-        if jitted is None:
-            return fn(*args, **kwargs)
-        try:
-            return jitted(*args, **kwargs)
-        except Exception as exc:
-            if not _introduced_by_jit(exc):
-                raise
-            if from_types:  # same types as an earlier call, other contents (a tuple of arrays, not of ints)
-                del by_types[types]
-                return auto(*args, **kwargs)
-            if state["trying"]:  # the int is used as a shape after all: static it stays
-                names, state["trying"] = state["trying"], set()
-                state["traced_ints"] -= names
-                by_types.clear()
-                listed = ", ".join(f"'{n}'" for n in sorted(names))
-                show(recompile_report(fn, RECOMPILES_BEFORE_REPORT + 1, [(
-                    f"{listed} changes on every call and sets a shape, so each new value compiles again",
-                    "keep it constant, or round it up to a few sizes")]))
-                return auto(*args, **kwargs)
-            state["eager"] = True
-            show(fallback_report(fn, exc))
-            return fn(*args, **kwargs)
 
-    auto.__rax_autojit__ = True  # type: ignore[attr-defined]
-    return auto
+def autojit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What the rewrite puts on annotated pure module-level functions that nobody jitted."""
+    return AutoJit(fn).function()
+
+
+def _outside_trace() -> bool:
+    """True outside any JAX trace. After the first call (JAX is imported by then) this name is JAX's
+    own check: auto-jit asks on every call."""
+    global _outside_trace
+    _outside_trace = jax_internals.trace_state_clean_check()
+    return _outside_trace()
 
 
 def _annotation_hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, str]]:
@@ -313,7 +362,7 @@ def classify(value: Any, in_tuple: bool = False) -> str:
 
 def _static_layout(
     hints: tuple[list[str], dict[str, str]], args: tuple[Any, ...], kwargs: dict[str, Any], traced: set[str]
-) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
+) -> Layout | None:
     """(static_argnums, static_argnames) for this call, or None if some argument cannot go through jit."""
     names, verdicts = hints
     static_nums = []
@@ -341,7 +390,7 @@ def _verbose(message: str) -> None:
         note(message)
 
 
-def _announce(fn: Callable[..., Any], layout: tuple[tuple[int, ...], tuple[str, ...]], hints: tuple[list[str], dict[str, str]]) -> None:
+def _announce(fn: Callable[..., Any], layout: Layout, hints: tuple[list[str], dict[str, str]]) -> None:
     names = hints[0]
     static = tuple(names[i] if i < len(names) else f"arg{i}" for i in layout[0]) + layout[1]
     _verbose(f"jit {function_name(fn)}: static={static}")

@@ -349,7 +349,7 @@ def jax_internals_without_private_api(monkeypatch: pytest.MonkeyPatch):
 
     from raximport import jax_internals
 
-    checks = (jax_internals._trace_state_clean_check, jax_internals._top_level_check)
+    checks = (jax_internals.trace_state_clean_check, jax_internals._top_level_check)
     monkeypatch.setitem(sys.modules, "jax._src.core", None)  # `from jax._src.core import ...` now fails
     for check in checks:
         check.cache_clear()
@@ -362,7 +362,7 @@ def test_private_jax_checks_have_public_fallbacks_that_agree(jax_internals_witho
     from raximport import memory
 
     shim = jax_internals_without_private_api
-    clean, top_level = shim._trace_state_clean_check(), shim._top_level_check()
+    clean, top_level = shim.trace_state_clean_check(), shim._top_level_check()
     assert clean.__module__ == top_level.__module__ == "raximport.jax_internals"  # the fallbacks
     seen: dict[str, tuple[bool, bool]] = {}
 
@@ -387,7 +387,7 @@ def test_without_private_or_public_trace_api_auto_jit_and_memory_check_step_asid
     monkeypatch.setitem(sys.modules, "jax.extend.core", None)
     shim = jax_internals_without_private_api
     with pytest.warns(raximport.RaxWarning, match="auto-jit is off"):
-        clean = shim._trace_state_clean_check()
+        clean = shim.trace_state_clean_check()
     with pytest.warns(raximport.RaxWarning, match="memory check before each new step is off"):
         top_level = shim._top_level_check()
     assert not clean() and not top_level()
