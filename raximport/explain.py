@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import linecache
 import os
 import re
-from types import TracebackType
+from types import FrameType, ModuleType, TracebackType
 from typing import Any, Callable
 
 from raximport.explain_typecheck import explain_typecheck
 from raximport.provenance import is_raximport_file, is_user_file
-from raximport.report import Report, user_location
+from raximport.jit import static_parameters
+from raximport.report import Report, defined_at, innermost_user_entry, user_location
 
 
 
@@ -104,22 +106,25 @@ def _traced_argument(message: str, exc: BaseException | None = None) -> str:
     return name
 
 
-def callee(where: tuple[str, int] | None) -> str:
-    """The name of the function called on the user's line (`step(x, [1, 2])` -> "step"), if plain."""
+def _call_at(where: tuple[str, int] | None) -> ast.Call | None:
+    """The first call on the user's line, if the line parses on its own."""
     if where is None:
-        return ""
+        return None
     source = linecache.getline(where[0], where[1]).strip()
     try:
         tree = ast.parse(source.rstrip(":"))
     except SyntaxError:
-        return ""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            if isinstance(func, ast.Name):
-                return func.id
-            if isinstance(func, ast.Attribute):
-                return func.attr
+        return None
+    return next((node for node in ast.walk(tree) if isinstance(node, ast.Call)), None)
+
+
+def callee(where: tuple[str, int] | None) -> str:
+    """The name of the function called on the user's line (`step(x, [1, 2])` -> "step"), if plain."""
+    func = getattr(_call_at(where), "func", None)
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
     return ""
 
 
@@ -196,15 +201,70 @@ def _non_hashable(exc: BaseException, message: str, where: tuple[str, int] | Non
     type_name = _TYPE_NAME.sub(r"\1", match.group(1)) if match else "value"
     value = match.group(2) if match else ""
     function = callee(where)
+    call, entry = _call_at(where), innermost_user_entry(exc.__traceback__)
+    jitted = _named_object(call.func, entry.tb_frame) if call and entry else None
+    static = static_parameters(jitted)
+    parameter = _unhashable_argument(call, static, type_name, entry.tb_frame) if call and entry and static else ""
+    named = f"'{parameter}'" if parameter else ""
     return Report(
-        kind="non-hashable-static-argument", title=f"a static argument of {function or 'a jitted function'}() "
-        f"is a {type_name}, which cannot be hashed",
-        where=where, function=function, got=f"{type_name} {value}".strip(),
+        kind="non-hashable-static-argument", title=f"{'static argument ' + named if named else 'a static argument'} "
+        f"of {function or 'a jitted function'}() is a {type_name}, which cannot be hashed",
+        where=where, function=function, defined_at=defined_at(inspect.unwrap(jitted)) if static else None,
+        parameter=parameter, got=f"{type_name} {value}".strip(),
         explanation="jit keys its compiled versions on the values of static arguments, so they must be "
         "hashable (ints, strings, tuples, frozen dataclasses).",
-        fix=f"pass a tuple instead of a {type_name} (tuple(...)), or a frozen dataclass for settings; "
-        "or, if it holds numbers, drop it from static_argnums/static_argnames and pass it as an array",
+        fix=f"pass {named + ' as ' if named else ''}a tuple instead of a {type_name} (tuple(...)), or a frozen "
+        f"dataclass for settings; or, if it holds numbers, drop {named or 'it'} from static_argnums/static_argnames "
+        "and pass it as an array",
     )
+
+
+def _lookup(name: str, frame: FrameType) -> tuple[bool, Any]:
+    """(found, value) of a variable as the code of `frame` sees it."""
+    for scope in (frame.f_locals, frame.f_globals, frame.f_builtins):
+        if name in scope:
+            return True, scope[name]
+    return False, None
+
+
+def _named_object(node: ast.expr, frame: FrameType) -> Any:
+    """What `f` or `module.f` names in `frame` (None for anything else): read, never called, so no
+    code of the user's runs."""
+    if isinstance(node, ast.Name):
+        return _lookup(node.id, frame)[1]
+    if isinstance(node, ast.Attribute):
+        owner = _named_object(node.value, frame)
+        return vars(owner).get(node.attr) if isinstance(owner, ModuleType) else None
+    return None
+
+
+def _unhashable_argument(call: ast.Call, static: tuple[list[str], set[str]], type_name: str, frame: FrameType) -> str:
+    """The static parameter that got the unhashable `type_name` at this call: of the static
+    arguments the call passes, the only one not known to be of another type; "" if unsure."""
+    positional, static_names = static
+    passed: list[tuple[str, ast.expr]] = []
+    for index, arg in enumerate(call.args):
+        if isinstance(arg, ast.Starred):  # positions after *args are unknown
+            break
+        if index < len(positional) and positional[index] in static_names:
+            passed.append((positional[index], arg))
+    passed += [(kw.arg, kw.value) for kw in call.keywords if kw.arg in static_names]
+    candidates = [name for name, node in passed if _type_name(node, frame) in (None, type_name)]
+    return candidates[0] if len(candidates) == 1 else ""
+
+
+_LITERAL_TYPES = {ast.List: "list", ast.ListComp: "list", ast.Dict: "dict", ast.DictComp: "dict", ast.Set: "set",
+                  ast.SetComp: "set", ast.Tuple: "tuple"}
+
+
+def _type_name(node: ast.expr, frame: FrameType) -> str | None:
+    """The type of an argument written as a literal or a variable; None if it is not known."""
+    if isinstance(node, ast.Constant):
+        return type(node.value).__name__
+    if isinstance(node, ast.Name):
+        found, value = _lookup(node.id, frame)
+        return type(value).__name__ if found else None
+    return _LITERAL_TYPES.get(type(node))
 
 
 def _invalid_jax_type(exc: BaseException, message: str, where: tuple[str, int] | None) -> Report:

@@ -31,7 +31,27 @@ def jit(fun: Any = None, /, **options: Any) -> Any:
     """Drop-in for `jax.jit` (same arguments, same returned object and API), watched at trace time."""
     if fun is None:
         return functools.partial(jit, **options)
-    return _jit(fun, None, **options)
+    jitted = _jit(fun, None, **options)
+    jitted.__rax_static__ = (options.get("static_argnums"), options.get("static_argnames"))  # for the reports
+    return jitted
+
+
+def static_parameters(jitted: Any) -> tuple[list[str], set[str]] | None:
+    """(the positional parameters, the static ones) of a function made by `jit`, from its
+    static_argnums, static_argnames and signature, read as JAX reads them (either one implies the
+    other); None for any other callable: JAX's hashing error names no parameter, a report does."""
+    spec = getattr(jitted, "__rax_static__", None)
+    if spec is None:
+        return None
+    nums, names = spec
+    nums = (nums,) if isinstance(nums, int) else tuple(nums or ())
+    static = {names} if isinstance(names, str) else set(names or ())
+    try:
+        parameters = inspect.signature(inspect.unwrap(jitted)).parameters.values()
+    except (TypeError, ValueError):
+        return [], static
+    positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return positional, static | {positional[i] for i in nums if -len(positional) <= i < len(positional)}
 
 
 Churn = Callable[[list[tuple[str, Any, Any]]], bool]

@@ -52,15 +52,21 @@ def short_repr(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def user_location(tb: TracebackType | None = None) -> tuple[str, int] | None:
-    """The innermost user frame of `tb`, or else the nearest user frame of the current stack."""
+def innermost_user_entry(tb: TracebackType | None) -> TracebackType | None:
+    """The innermost entry of `tb` in the user's code: the line a report is about, and its frame."""
     found = None
     while tb is not None:
         if is_user_file(tb.tb_frame.f_code.co_filename):
-            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+            found = tb
         tb = tb.tb_next
-    if found:
-        return found
+    return found
+
+
+def user_location(tb: TracebackType | None = None) -> tuple[str, int] | None:
+    """The innermost user frame of `tb`, or else the nearest user frame of the current stack."""
+    entry = innermost_user_entry(tb)
+    if entry is not None:
+        return entry.tb_frame.f_code.co_filename, entry.tb_lineno
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if is_user_file(frame.f_code.co_filename):
