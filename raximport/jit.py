@@ -173,7 +173,7 @@ def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[s
 STATIC, DYNAMIC, UNSUPPORTED = "static", "dynamic", "unsupported"
 _STATIC_TYPES: tuple[type, ...] = (bool, int, str, bytes, enum.Enum, type(None), type, range, slice)
 Layout = tuple[tuple[int, ...], tuple[str, ...]]  # (static_argnums, static_argnames)
-_UNDECIDED = object()
+_UNDECIDED = object()  # no layout decided yet for these argument types
 
 
 class AutoJit:
@@ -208,41 +208,38 @@ class AutoJit:
                 return fn(*args, **kwargs)
             key = (*map(type, args), *kwargs, *map(type, kwargs.values()))
             jitted = by_types.get(key, _UNDECIDED)
-            if jitted is None:
-                return fn(*args, **kwargs)
-            if jitted is not _UNDECIDED:
+            from_types = jitted is not _UNDECIDED
+            while True:
+                if jitted is _UNDECIDED:
+                    jitted = self._decide(key, args, kwargs)
+                if jitted is None:
+                    return fn(*args, **kwargs)
                 try:
                     return jitted(*args, **kwargs)
                 except Exception as exc:
                     if not _introduced_by_jit(exc):
                         raise
-                    by_types.pop(key, None)  # same types as an earlier call, other contents
-            return self._decide_and_call(key, args, kwargs)
+                    if from_types:  # same types as an earlier call, other contents (a tuple of arrays, not of ints)
+                        by_types.pop(key, None)
+                    elif self.trying:  # the ints just made traced set a shape after all
+                        self._keep_ints_static()
+                    else:
+                        self.eager = True
+                        show(fallback_report(fn, exc))
+                        return fn(*args, **kwargs)
+                jitted, from_types = _UNDECIDED, False
 
         auto.__rax_autojit__ = True  # type: ignore[attr-defined]
         return auto
 
-    def _decide_and_call(self, key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Choose the layout from this call's values, keep it for these types, call. If jit fails
-        for a reason of its own: ints just made traced are static again and the call is decided
-        once more; else plain Python from now on."""
-        __tracebackhide__ = True
-        while True:
-            jitted = self._choose(args, kwargs)
-            if jitted is not None or not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
-                self.by_types[key] = jitted
-            if jitted is None:
-                return self.fn(*args, **kwargs)
-            try:
-                return jitted(*args, **kwargs)
-            except Exception as exc:
-                if not _introduced_by_jit(exc):
-                    raise
-                if not self.trying:
-                    self.eager = True
-                    show(fallback_report(self.fn, exc))
-                    return self.fn(*args, **kwargs)
-            self._keep_ints_static()
+    def _decide(self, key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
+        """The jitted function for this call's values (None: plain Python), kept for the calls with
+        the same argument types; a None only when no argument is a container, whose contents may
+        go through jit another time."""
+        jitted = self._choose(args, kwargs)
+        if jitted is not None or not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
+            self.by_types[key] = jitted
+        return jitted
 
     def _choose(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
         """The jitted function for this call's layout, or None if an argument cannot go through jit."""
@@ -273,7 +270,8 @@ class AutoJit:
         return True
 
     def _keep_ints_static(self) -> None:
-        """The ints just made traced set a shape after all: static they stay, with a report."""
+        """The ints just made traced set a shape after all: static they stay, with a report; the
+        calls are decided again."""
         names, self.trying = self.trying, set()
         self.traced_ints -= names
         self.by_types.clear()
