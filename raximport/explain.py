@@ -20,10 +20,9 @@ from types import FrameType, ModuleType, TracebackType
 from typing import Any, Callable
 
 from raximport.explain_typecheck import explain_typecheck
-from raximport.provenance import is_raximport_file, is_user_file
 from raximport.jit import static_parameters
+from raximport.provenance import is_raximport_file, is_user_file
 from raximport.report import Report, defined_at, innermost_user_entry, user_location
-
 
 
 def explain(exc: BaseException) -> Report:
