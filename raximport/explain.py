@@ -5,10 +5,7 @@ are never imported here (an exception of theirs means they already are). Every e
 user's line (the innermost frame of the traceback in the user's code, i.e. the call site for
 errors raised while tracing or type-checking), explains the error in a sentence or two, and gives
 the fix. Anything unknown becomes a report of kind "error": shown as a clean traceback, never
-swallowed.
-
-The slow-compile entry is not an exception: `watch_compile_times` listens to JAX's compile
-durations and reports a long compile when the persistent compilation cache is off.
+swallowed. A failed annotation check, the richest entry, has its own module: explain_typecheck.py.
 """
 
 from __future__ import annotations
@@ -19,26 +16,13 @@ import inspect
 import linecache
 import os
 import re
-import sys
-import time
-from types import TracebackType
-from typing import Any, Callable, Mapping
+from types import FrameType, ModuleType, TracebackType
+from typing import Any, Callable
 
-from raximport.report import Report, is_user_file, show, user_location
-
-_RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-# Dimension names that a configuration usually sets (nanoGPT's names on the right).
-DIM_TO_CONFIG = {
-    "seq": "block_size", "seq_len": "block_size", "seqlen": "block_size", "T": "block_size",
-    "time": "block_size", "block": "block_size", "block_size": "block_size", "ctx": "block_size",
-    "batch": "batch_size", "B": "batch_size", "batch_size": "batch_size", "bs": "batch_size",
-    "vocab": "vocab_size", "V": "vocab_size", "vocab_size": "vocab_size",
-    "embed": "n_embd", "d_model": "n_embd", "C": "n_embd", "n_embd": "n_embd", "dim": "n_embd",
-    "heads": "n_head", "H": "n_head", "n_head": "n_head", "n_heads": "n_head",
-    "layer": "n_layer", "layers": "n_layer", "L": "n_layer", "n_layer": "n_layer",
-}
-_DTYPE_PREFIX = {"f": "float", "i": "int", "u": "uint", "c": "complex", "bf": "bfloat", "b": "bool"}
+from raximport.explain_typecheck import explain_typecheck
+from raximport.jit import static_parameters
+from raximport.provenance import is_raximport_file, is_user_file
+from raximport.report import Report, defined_at, innermost_user_entry, user_location
 
 
 def explain(exc: BaseException) -> Report:
@@ -99,7 +83,7 @@ def _entry_frame(tb: TracebackType | None) -> Any:
 def _traced_function(message: str, exc: BaseException | None = None) -> tuple[str, tuple[str, int] | None]:
     """(name, definition) of the function being traced, from JAX's message or else the traceback."""
     match = _TRACING.search(message)
-    if match and not match.group(2).startswith(_RAXIMPORT_DIR):
+    if match and not is_raximport_file(match.group(2)):
         return match.group(1), (match.group(2), int(match.group(3)))
     frame = _entry_frame(exc.__traceback__) if exc is not None else None
     if frame is None:
@@ -121,22 +105,25 @@ def _traced_argument(message: str, exc: BaseException | None = None) -> str:
     return name
 
 
-def _callee(where: tuple[str, int] | None) -> str:
-    """The name of the function called on the user's line (`step(x, [1, 2])` -> "step"), if plain."""
+def _call_at(where: tuple[str, int] | None) -> ast.Call | None:
+    """The first call on the user's line, if the line parses on its own."""
     if where is None:
-        return ""
+        return None
     source = linecache.getline(where[0], where[1]).strip()
     try:
         tree = ast.parse(source.rstrip(":"))
     except SyntaxError:
-        return ""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            if isinstance(func, ast.Name):
-                return func.id
-            if isinstance(func, ast.Attribute):
-                return func.attr
+        return None
+    return next((node for node in ast.walk(tree) if isinstance(node, ast.Call)), None)
+
+
+def callee(where: tuple[str, int] | None) -> str:
+    """The name of the function called on the user's line (`step(x, [1, 2])` -> "step"), if plain."""
+    func = getattr(_call_at(where), "func", None)
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
     return ""
 
 
@@ -212,23 +199,78 @@ def _non_hashable(exc: BaseException, message: str, where: tuple[str, int] | Non
     match = re.search(r"object of type (<class '[^']+'>), (.*?)\. The error was", message, re.S)
     type_name = _TYPE_NAME.sub(r"\1", match.group(1)) if match else "value"
     value = match.group(2) if match else ""
-    function = _callee(where)
+    function = callee(where)
+    call, entry = _call_at(where), innermost_user_entry(exc.__traceback__)
+    jitted = _named_object(call.func, entry.tb_frame) if call and entry else None
+    static = static_parameters(jitted)
+    parameter = _unhashable_argument(call, static, type_name, entry.tb_frame) if call and entry and static else ""
+    named = f"'{parameter}'" if parameter else ""
     return Report(
-        kind="non-hashable-static-argument", title=f"a static argument of {function or 'a jitted function'}() "
-        f"is a {type_name}, which cannot be hashed",
-        where=where, function=function, got=f"{type_name} {value}".strip(),
+        kind="non-hashable-static-argument", title=f"{'static argument ' + named if named else 'a static argument'} "
+        f"of {function or 'a jitted function'}() is a {type_name}, which cannot be hashed",
+        where=where, function=function, defined_at=defined_at(inspect.unwrap(jitted)) if static else None,
+        parameter=parameter, got=f"{type_name} {value}".strip(),
         explanation="jit keys its compiled versions on the values of static arguments, so they must be "
         "hashable (ints, strings, tuples, frozen dataclasses).",
-        fix=f"pass a tuple instead of a {type_name} (tuple(...)), or a frozen dataclass for settings; "
-        "or, if it holds numbers, drop it from static_argnums/static_argnames and pass it as an array",
+        fix=f"pass {named + ' as ' if named else ''}a tuple instead of a {type_name} (tuple(...)), or a frozen "
+        f"dataclass for settings; or, if it holds numbers, drop {named or 'it'} from static_argnums/static_argnames "
+        "and pass it as an array",
     )
+
+
+def _lookup(name: str, frame: FrameType) -> tuple[bool, Any]:
+    """(found, value) of a variable as the code of `frame` sees it."""
+    for scope in (frame.f_locals, frame.f_globals, frame.f_builtins):
+        if name in scope:
+            return True, scope[name]
+    return False, None
+
+
+def _named_object(node: ast.expr, frame: FrameType) -> Any:
+    """What `f` or `module.f` names in `frame` (None for anything else): read, never called, so no
+    code of the user's runs."""
+    if isinstance(node, ast.Name):
+        return _lookup(node.id, frame)[1]
+    if isinstance(node, ast.Attribute):
+        owner = _named_object(node.value, frame)
+        return vars(owner).get(node.attr) if isinstance(owner, ModuleType) else None
+    return None
+
+
+def _unhashable_argument(call: ast.Call, static: tuple[list[str], set[str]], type_name: str, frame: FrameType) -> str:
+    """The static parameter that got the unhashable `type_name` at this call: of the static
+    arguments the call passes, the only one not known to be of another type; "" if unsure."""
+    positional, static_names = static
+    passed: list[tuple[str, ast.expr]] = []
+    for index, arg in enumerate(call.args):
+        if isinstance(arg, ast.Starred):  # positions after *args are unknown
+            break
+        if index < len(positional) and positional[index] in static_names:
+            passed.append((positional[index], arg))
+    passed += [(kw.arg, kw.value) for kw in call.keywords if kw.arg in static_names]
+    candidates = [name for name, node in passed if _type_name(node, frame) in (None, type_name)]
+    return candidates[0] if len(candidates) == 1 else ""
+
+
+_LITERAL_TYPES = {ast.List: "list", ast.ListComp: "list", ast.Dict: "dict", ast.DictComp: "dict", ast.Set: "set",
+                  ast.SetComp: "set", ast.Tuple: "tuple"}
+
+
+def _type_name(node: ast.expr, frame: FrameType) -> str | None:
+    """The type of an argument written as a literal or a variable; None if it is not known."""
+    if isinstance(node, ast.Constant):
+        return type(node.value).__name__
+    if isinstance(node, ast.Name):
+        found, value = _lookup(node.id, frame)
+        return type(value).__name__ if found else None
+    return _LITERAL_TYPES.get(type(node))
 
 
 def _invalid_jax_type(exc: BaseException, message: str, where: tuple[str, int] | None) -> Report:
     returned = _BAD_RETURN.search(message)
     if returned:
         type_name = _TYPE_NAME.sub(r"\1", returned.group(4))
-        function = returned.group(1) if returned.group(1) not in ("<unknown>", "traced") else _callee(where)
+        function = returned.group(1) if returned.group(1) not in ("<unknown>", "traced") else callee(where)
         defined = (returned.group(2), int(returned.group(3))) if returned.group(2) else None
         return Report(
             kind="invalid-jax-type", title=f"{function or 'a jitted function'}() returns a {type_name} from jit",
@@ -243,10 +285,10 @@ def _invalid_jax_type(exc: BaseException, message: str, where: tuple[str, int] |
     if match.re is _ABSTRACT_ARG:
         function, type_text, path = match.group(1), match.group(2), match.group(3)
     else:
-        function, type_text, path = _callee(where), match.group(2), match.group(1)
+        function, type_text, path = callee(where), match.group(2), match.group(1)
     function = function.rsplit(".", 1)[-1] if function != "<lambda>" else function
     if function in ("traced", "auto"):  # raximport's wrappers carry the user's name elsewhere
-        function = _callee(where)
+        function = callee(where)
     type_name = _TYPE_NAME.sub(r"\1", type_text)
     return Report(
         kind="invalid-jax-type", title=f"argument '{path}' of {function or 'a jitted function'}() is a {type_name}, "
@@ -338,251 +380,11 @@ def _resource_exhausted(exc: BaseException, message: str, where: tuple[str, int]
     )
 
 
-# --- type checks (jaxtyping + beartype) ---------------------------------------------------------
-
-_HEADER = re.compile(r"whilst checking the (parameters|return value) of (\S+?)\.?$", re.M)
-_PARAM = re.compile(r"typechecking parameter '(\w+)'")
-_ACTUAL = re.compile(r"^Actual value: (.*)$", re.M)
-_EXPECTED = re.compile(r"^Expected type: (.*?)\.?$", re.M)
-_ANNOTATION = re.compile(r"(\w+): \w+\[[^\[\]']*?, '([^']*)'\]")
-_REASON = re.compile(r"violates type hint .*?, as (.*?)\.?\s*$", re.S)
-_DIM_CONFLICT = re.compile(r"size of dimension (\S+) is (\d+) which does not equal the existing value of (\d+)")
-_DTYPE = re.compile(r"this array has dtype (\w+), not any of \(?(.*?)\)?(?: as expected|$)")
-_RANK = re.compile(r"this array has (\d+) dimensions, not the (\d+) expected")
-_JAXTYPING_VALUE = re.compile(r"^(bool|bf|[fiuc])(\d*)\[([\d,\s]*)\]\((\w+)\)$")
-
-
-def _pretty_value(text: str) -> str:
-    """jaxtyping's "i32[8,65](jax)" as "int32[8,65]"."""
-    match = _JAXTYPING_VALUE.match(text.strip())
-    if not match:
-        return text.strip()
-    prefix, bits, shape, _ = match.groups()
-    dtype = "bool" if prefix == "bool" else _DTYPE_PREFIX[prefix] + bits
-    return f"{dtype}[{shape}]"
-
-
-def _pretty_type(text: str) -> str:
-    """"<class 'Int[jaxlib._jax.Array, 'batch seq']'>" as "Int[Array, 'batch seq']"."""
-    text = text.strip()
-    if text.startswith("<class '") and text.endswith("'>"):
-        text = text[len("<class '"):-2]
-    text = re.sub(r"\bjaxtyping\.", "", text)
-    return re.sub(r"\b(?:jaxlib\._jax|jaxlib\.xla_extension|jax)\.(?:Array|ArrayImpl)\b", "Array", text)
-
-
-def _dims(dim_str: str) -> list[str]:
-    return [token.strip("*#?_") for token in dim_str.split() if token.strip("*#?_") and not token.strip("*#?_").isdigit()]
-
-
-def _cause_reason(exc: BaseException) -> str:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        match = _REASON.search(str(current))
-        if match and type(current).__name__.startswith("Beartype"):
-            return " ".join(match.group(1).split())
-        current = current.__cause__ or current.__context__
-    return ""
-
-
-def _value_of(container: Any, name: str) -> Any:
-    if isinstance(container, Mapping):
-        return container.get(name)
-    if isinstance(container, (int, float, str, bytes)) or container is None:
-        return None
-    if dataclasses.is_dataclass(container) or hasattr(type(container), "_fields") or hasattr(container, "__dict__"):
-        try:
-            return getattr(container, name, None)
-        except Exception:
-            return None
-    return None
-
-
-def _find_config(config_name: str, named: list[tuple[str, Any]]) -> tuple[str, Any] | None:
-    """(how to spell it, value) of `config_name` in the first of `named` values that holds it."""
-    for name, value in named:
-        if name == config_name and isinstance(value, int) and not isinstance(value, bool):
-            return name, value
-        found = _value_of(value, config_name)
-        if isinstance(found, int) and not isinstance(found, bool):
-            spelled = f"{name}['{config_name}']" if isinstance(value, Mapping) else f"{name}.{config_name}"
-            return spelled, found
-    return None
-
-
-def _user_frame_values(tb: TracebackType | None) -> list[tuple[str, Any]]:
-    """The locals of the user's frames in `tb`, innermost first."""
-    frames = []
-    while tb is not None:
-        if is_user_file(tb.tb_frame.f_code.co_filename):
-            frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    values: list[tuple[str, Any]] = []
-    for frame in reversed(frames):
-        try:
-            values += [(k, v) for k, v in frame.f_locals.items() if not k.startswith("__")]
-        except Exception:
-            continue
-    return values
-
-
-def _describe(value: Any) -> str:
-    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-    if shape is not None and dtype is not None:
-        return f"{getattr(dtype, 'name', dtype)}[{','.join(str(s) for s in shape)}]"
-    return ""
-
-
-def _typecheck(exc: BaseException, message: str, where: tuple[str, int] | None) -> Report:
-    header = _HEADER.search(message)
-    qualified = header.group(2) if header else ""
-    returned = bool(header and header.group(1) == "return value")
-    call = getattr(exc, "__rax_call__", None)  # (fn, args, kwargs) from checks.check
-    fn, args, kwargs = call if call else (None, (), {})
-    if fn is not None and not (qualified == fn.__qualname__ or qualified.endswith("." + fn.__qualname__)):
-        fn, args, kwargs = None, (), {}  # raised by a checked function that raximport did not wrap
-    target = inspect.unwrap(fn) if fn is not None else None
-    function = getattr(target, "__qualname__", "") or qualified.rsplit(".", 1)[-1]
-    defined = _definition(target)
-    parameter = "return value" if returned else (_PARAM.search(message).group(1) if _PARAM.search(message) else "")
-    bound: dict[str, Any] = {}
-    if target is not None:
-        try:
-            bound = dict(inspect.signature(target).bind_partial(*args, **kwargs).arguments)
-        except (TypeError, ValueError):
-            bound = {}
-    actual = _ACTUAL.search(message)
-    got = _describe(bound.get(parameter)) if parameter in bound else ""
-    got = got or (_pretty_value(actual.group(1)) if actual else "")
-    expected_match = _EXPECTED.search(message)
-    expected = _pretty_type(expected_match.group(1)) if expected_match else ""
-    bindings: list[tuple[str, int]] = []
-    if "are as follows." in message:
-        for line in message.split("are as follows.", 1)[1].splitlines():
-            name, sep, value = line.strip().partition("=")
-            if sep and value.strip().lstrip("-").isdigit():
-                bindings.append((name, int(value)))
-    annotations = _ANNOTATION.findall(message.split("Parameter annotations:", 1)[1]) if "Parameter annotations:" in message else []
-    reason = _cause_reason(exc)
-    details: list[str] = []
-    extra: dict[str, object] = {}
-    kind, title, fix = "type-mismatch", f"{function}() {parameter} does not match its annotation", ""
-    what = "the return value" if returned else f"'{parameter}'"
-    conflict = _DIM_CONFLICT.search(reason)
-    dtype = _DTYPE.search(reason)
-    rank = _RANK.search(reason)
-    if conflict:
-        dim, size, existing = conflict.group(1), int(conflict.group(2)), int(conflict.group(3))
-        kind = "shape-mismatch"
-        before = [name for name, dims in annotations if name != parameter] if returned else \
-            [name for name, _ in annotations[: [n for n, _ in annotations].index(parameter)]] \
-            if parameter in [n for n, _ in annotations] else []
-        bound_by = next((name for name, dims in annotations if name in before and dim in _dims(dims)), "")
-        title = f"shape mismatch in {function}(): {what} has {dim}={size}, but " + \
-            (f"'{bound_by}' set {dim}={existing}" if bound_by else f"{dim} is already {existing}")
-        details.append(f"dimension '{dim}': {size} in {what}, {existing} bound first" +
-                       (f" by '{bound_by}'" if bound_by else ""))
-        extra.update(dimension=dim, size=size, expected_size=existing, bound_by=bound_by)
-        config_name = DIM_TO_CONFIG.get(dim)
-        found = None
-        if config_name:
-            found = _find_config(config_name, list(bound.items())) or _find_config(
-                config_name, _user_frame_values(exc.__traceback__))
-            extra["config"] = config_name
-        if found:
-            spelled, value = found
-            extra.update(config_value=value, config_source=spelled)
-            odd = what if size != value else (f"'{bound_by}'" if bound_by and existing != value else "")
-            details.append(f"{dim} is set by {config_name}: {spelled} = {value}" +
-                           (f", which {odd} does not match" if odd else ""))
-            culprit = _find_config(config_name, [(k, v) for k, v in _user_frame_values(exc.__traceback__)
-                                                 if _find_config(config_name, [(k, v)]) not in (None, found)
-                                                 and _find_config(config_name, [(k, v)])[1] == size])  # type: ignore[index]
-            if culprit and size != value:
-                details.append(f"also seen: {culprit[0]} = {culprit[1]}, the {dim} size of {what} "
-                               f"(was {what} built with it?)")
-                extra.update(culprit=culprit[0], culprit_value=culprit[1])
-            fix = (f"{what} and '{bound_by or 'the first argument'}' must agree on {dim}; {dim} comes from "
-                   f"{config_name} ({spelled} = {value}): build the data with the same {config_name} as the "
-                   f"model, or, if the sizes may differ, give {what} its own dimension name in the annotation")
-        else:
-            source = f" ({dim} is usually {config_name})" if config_name else ""
-            fix = (f"{what} must have {dim}={existing} like '{bound_by or 'the arguments before it'}'{source}: fix "
-                   f"the shape at the call site, or, if the sizes may differ, use a different dimension name")
-            if returned:
-                fix = (f"the function returned {dim}={size} where its annotation says {dim}={existing}: fix the "
-                       "body (a missing transpose, reshape or sum over an axis?) or the return annotation")
-    elif dtype:
-        kind = "dtype-mismatch"
-        title = f"dtype mismatch in {function}(): {what} is {dtype.group(1)}"
-        wanted = expected.split("[", 1)[0] or "the annotated dtype"
-        cast = {"Int": "jnp.int32", "Float": "jnp.float32", "Bool": "bool", "Shaped": ""}.get(wanted, "")
-        fix = (f"convert at the call site ({parameter}.astype({cast}))" if cast and not returned else
-               "convert the value (x.astype(...))") + f", or change the annotation if {dtype.group(1)} is intended"
-        extra.update(dtype=dtype.group(1))
-    elif rank:
-        kind = "shape-mismatch"
-        title = f"shape mismatch in {function}(): {what} has {rank.group(1)} dimensions, the annotation {rank.group(2)}"
-        fix = ("add or remove an axis at the call site (x[None], x.reshape(...), x.squeeze(axis)) "
-               "or fix the annotation")
-        extra.update(ndim=int(rank.group(1)), expected_ndim=int(rank.group(2)))
-    else:
-        value = bound.get(parameter, None) if parameter in bound else None
-        type_name = type(value).__name__ if parameter in bound else (got.split(" ", 1)[0] or "value")
-        if parameter in bound and not got.startswith(type_name):
-            got = f"{type_name} {_short(value)}"
-        title = f"type mismatch in {function}(): {what} is a {type_name}, not {expected or 'the annotated type'}"
-        fix = "pass a value of the annotated type (jnp.asarray(...) for an array), or fix the annotation"
-    if reason and not conflict:
-        details.append(f"beartype: {reason}")
-    if returned and not conflict and not fix:
-        fix = "fix the function's body or its return annotation"
-    return Report(
-        kind=kind, title=title, where=where or defined, function=function, defined_at=defined, parameter=parameter,
-        expected=expected, got=got, bindings=tuple(bindings), details=tuple(details), fix=fix, extra=extra,
-        explanation=_TYPECHECK_EXPLANATION.get(kind, ""),
-    )
-
-
-_TYPECHECK_EXPLANATION = {
-    "shape-mismatch": "jaxtyping checked the call against its annotations: a named dimension has one size "
-    "across all the arguments and the return value of a call.",
-    "dtype-mismatch": "jaxtyping checked the call against its annotations: the dtype is part of the "
-    "annotation (Float, Int, Bool...).",
-    "type-mismatch": "jaxtyping and beartype checked the call against its annotations.",
-}
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _definition(fn: Any) -> tuple[str, int] | None:
-    """Where `fn` is defined; for a generated method (a dataclass's __init__), its class."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return None
-    if not code.co_filename.startswith("<"):
-        return code.co_filename, code.co_firstlineno
-    owner: Any = sys.modules.get(getattr(fn, "__module__", "") or "")
-    for part in getattr(fn, "__qualname__", "").split(".")[:-1]:
-        owner = getattr(owner, part, None)
-    if isinstance(owner, type):
-        try:
-            return inspect.getsourcefile(owner) or "", inspect.findsource(owner)[1] + 1
-        except (OSError, TypeError):
-            return None
-    return None
-
-
 # --- the catalogue, in order: first match wins ----------------------------------------------------
 
 _CATALOGUE: list[tuple[Callable[[list[str], str, BaseException], bool],
                        Callable[[BaseException, str, tuple[str, int] | None], Report | None]]] = [
-    (_name_is("TypeCheckError"), _typecheck),
+    (_name_is("TypeCheckError"), explain_typecheck),
     (_name_is("TracerBoolConversionError"), _bool_conversion),
     (_name_is("TracerArrayConversionError"), _array_conversion),
     (_name_is("TracerIntegerConversionError"), _integer_conversion),
@@ -599,46 +401,3 @@ _CATALOGUE: list[tuple[Callable[[list[str], str, BaseException], bool],
     (lambda names, message, exc: bool(_NAN_WORD.search(message)) and not isinstance(exc, (SyntaxError, ImportError)),
      _nan_hint),
 ]
-
-
-# --- slow compiles ------------------------------------------------------------------------------
-
-_compile_watch: dict[str, Any] = {"config": None, "reported": False}
-
-
-def watch_compile_times(config: Any) -> None:
-    """Report, once, a compile slower than config.slow_compile_secs while JAX's persistent cache is
-    off (the first jit's config sets the threshold: the listener is one per process)."""
-    if _compile_watch["config"] is not None:
-        return
-    monitoring = getattr(sys.modules.get("jax"), "monitoring", None)
-    if monitoring is None:
-        return
-    _compile_watch["config"] = config
-    monitoring.register_event_duration_secs_listener(_on_duration)
-
-
-def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
-    if event != "/jax/core/compile/backend_compile_duration" or _compile_watch["reported"]:
-        return
-    config = _compile_watch["config"]
-    if duration < config.slow_compile_secs:
-        return
-    jax = sys.modules.get("jax")
-    try:
-        cache_on = bool(jax.config.jax_compilation_cache_dir) and jax.config.jax_enable_compilation_cache  # type: ignore[union-attr]
-    except Exception:
-        cache_on = False
-    if cache_on:
-        return
-    _compile_watch["reported"] = True
-    where = user_location()
-    show(Report(
-        kind="slow-compile", title=f"a compile took {duration:.1f} s and the persistent compilation cache is off",
-        where=where, function=_callee(where), got=f"{duration:.1f} s",
-        explanation="XLA compiles every jitted function again in each new process unless JAX's persistent "
-        "cache keeps the result on disk.",
-        fix="let raximport turn the cache on (drop --no-xla-cache / RAX_XLA_CACHE=0), or set "
-        "JAX_COMPILATION_CACHE_DIR: the next run loads the compiled step instead of compiling it",
-        extra={"seconds": round(duration, 3), "at": time.time()},
-    ), json_path=config.report_json)

@@ -18,7 +18,6 @@ import marshal
 import os
 import re
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Sequence
 from raximport import __version__
 from raximport import cachedir
 from raximport.config import Config
+from raximport.provenance import RAXIMPORT_DIR, is_library_file, is_raximport_file
 from raximport.report import note
 from raximport.rewrite import CONFIG, compile_source
 
@@ -38,7 +38,6 @@ CACHE_MAGIC = b"RAXPYC2\n"
 ENTRY_NAME = re.compile(r".+-[0-9a-f]{16}\.[\w.-]+\.opt\d+\.pyc")
 TEMP_NAME = re.compile(ENTRY_NAME.pattern + r"[a-z0-9_]{8}\.tmp")
 STALE_TEMP_NS = 3600 * 10**9
-_RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # `from raximport.x import`, `from .x import`, `import raximport.x`, `from raximport import x, y`.
 _OWN_IMPORT = re.compile(
     r"^[ \t]*(?:from[ \t]+(?:raximport)?\.(\w+)[ \t]+import|import[ \t]+raximport\.(\w+)"
@@ -46,12 +45,6 @@ _OWN_IMPORT = re.compile(
     re.MULTILINE,
 )
 
-
-def _library_dirs() -> tuple[str, ...]:
-    """The standard library and every site-packages directory: never the user's code."""
-    dirs = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
-    dirs.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
-    return tuple(sorted(os.path.join(os.path.abspath(d), "") for d in dirs if d))
 
 
 @functools.cache
@@ -66,7 +59,7 @@ def rewrite_digest() -> bytes:
             continue
         seen.add(name)
         try:
-            source = Path(_RAXIMPORT_DIR, name + ".py").read_text("utf-8")
+            source = Path(RAXIMPORT_DIR, name + ".py").read_text("utf-8")
         except OSError:
             continue  # a name, not a module; or no source installed, and then the version says it all
         digest.update(f"{name}\0{len(source)}\0{source}".encode())
@@ -235,7 +228,6 @@ class RaxFinder:
         self.cache = BytecodeCache(config.cache_dir, config.rewrite_key())
         roots = [config.project_root] if config.project_root else []
         self.roots = tuple(os.path.join(os.path.abspath(r), "") for r in (*roots, *config.paths))
-        self.library_dirs = _library_dirs()
         self.instrumented: list[str] = []
 
     def _named(self, fullname: str, names: Sequence[str]) -> bool:
@@ -251,11 +243,11 @@ class RaxFinder:
 
     def selects(self, fullname: str, path: str) -> bool:
         """Whether the module `fullname` at `path` is instrumented."""
-        if path.startswith(_RAXIMPORT_DIR) or self._excluded(fullname, path):
+        if is_raximport_file(path) or self._excluded(fullname, path):
             return False
         if self._named(fullname, self.config.packages):
             return True
-        if path.startswith(self.library_dirs):
+        if is_library_file(path):
             return False
         return path.startswith(self.roots)
 
@@ -267,7 +259,7 @@ class RaxFinder:
             return fullname not in sys.stdlib_module_names or self._shadowed(fullname)
         return any(
             os.path.join(os.path.abspath(entry), "").startswith(self.roots)
-            and not os.path.join(os.path.abspath(entry), "").startswith(self.library_dirs)
+            and not is_library_file(os.path.join(os.path.abspath(entry), ""))
             for entry in search_path
             if isinstance(entry, str)
         )
@@ -311,6 +303,3 @@ class RaxFinder:
             if spec is not None:
                 return spec
         return None
-
-    def invalidate_caches(self) -> None:
-        self.library_dirs = _library_dirs()

@@ -20,7 +20,8 @@ import types
 import typing
 from typing import TYPE_CHECKING, Any, Callable
 
-from raximport.report import Report, function_name, note, show, user_location
+from raximport import jax_internals
+from raximport.report import Report, function_name, note, short_repr, show, user_location
 
 if TYPE_CHECKING:
     from raximport.config import Config
@@ -45,7 +46,9 @@ def jit(fun: Any = None, /, *, config: "Config | None" = None, **options: Any) -
     """
     if fun is None:
         return functools.partial(jit, config=config, **options)
-    return _jit(fun, config or default_config(), None, **options)
+    jitted = _jit(fun, config or default_config(), None, **options)
+    jitted.__rax_static__ = (options.get("static_argnums"), options.get("static_argnames"))  # for the reports
+    return jitted
 
 
 _default: list["Config"] = []
@@ -61,14 +64,31 @@ def default_config() -> "Config":
     return _default[0]
 
 
+def static_parameters(jitted: Any) -> tuple[list[str], set[str]] | None:
+    """(the positional parameters, the static ones) of a function made by `jit`, from its
+    static_argnums, static_argnames and signature, read as JAX reads them (either one implies the
+    other); None for any other callable: JAX's hashing error names no parameter, a report does."""
+    spec = getattr(jitted, "__rax_static__", None)
+    if spec is None:
+        return None
+    nums, names = spec
+    nums = (nums,) if isinstance(nums, int) else tuple(nums or ())
+    static = {names} if isinstance(names, str) else set(names or ())
+    try:
+        parameters = inspect.signature(inspect.unwrap(jitted)).parameters.values()
+    except (TypeError, ValueError):
+        return [], static
+    positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return positional, static | {positional[i] for i in nums if -len(positional) <= i < len(positional)}
+
+
 Churn = Callable[[list[tuple[str, Any, Any]]], bool]
 
 
 def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **options: Any) -> Any:
     import jax
 
-    from raximport.explain import watch_compile_times
-    from raximport.xla_cache import watch_cache_events
+    from raximport.xla_cache import watch_cache_events, watch_compile_times
 
     watch_cache_events()  # count this run's persistent-cache hits from the first compile on
     watch_compile_times(config)  # a slow compile with the persistent cache off gets a report
@@ -80,7 +100,7 @@ def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **op
         watch.on_trace(args, kwargs)
         from raximport import memory
 
-        if config.memory_check and memory.is_top_level_trace():
+        if config.memory_check and jax_internals.is_top_level_trace():
             return memory.traced_call(fun, options, args, kwargs, config)
         return fun(*args, **kwargs)
 
@@ -158,15 +178,10 @@ def explain_change(name: str, old: tuple[str, Any], new: tuple[str, Any]) -> tup
             return (f"static argument '{name}' is a new {type(new[1]).__name__} object on each call "
                     "(equal settings, but a different object, so a different compile)",
                     f"build '{name}' once, outside the loop, and pass that same object every time")
-        return (f"static argument '{name}' changed from {_short(old[1])} to {_short(new[1])}",
+        return (f"static argument '{name}' changed from {short_repr(old[1])} to {short_repr(new[1])}",
                 f"a static argument that changes recompiles: if '{name}' is not used as a shape, "
                 "pass it as an array (jnp.asarray) so that it is traced instead")
     return (f"argument '{name}' switched between traced and static", f"pass '{name}' the same way on every call")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[str, str]]) -> Report:
@@ -184,89 +199,129 @@ def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[s
 
 STATIC, DYNAMIC, UNSUPPORTED = "static", "dynamic", "unsupported"
 _STATIC_TYPES: tuple[type, ...] = (bool, int, str, bytes, enum.Enum, type(None), type, range, slice)
+Layout = tuple[tuple[int, ...], tuple[str, ...]]  # (static_argnums, static_argnames)
+_UNDECIDED = object()  # no layout decided yet for these argument types
 
 
-def autojit(fn: Callable[..., Any], config: "Config | None" = None) -> Callable[..., Any]:
-    """Jit `fn` when it is called from plain Python; run it as is inside a trace or if it cannot be jitted.
+class AutoJit:
+    """The state of one auto-jitted function `fn` and its slow paths; `function()` is what stands in
+    for `fn`: jitted when called from plain Python, run as is inside a trace, or for good once jit
+    fails for a reason of its own (one report).
 
+    The layout of static arguments is decided from the values of the first call with given argument
+    types and kept by those types, so a call costs one dict lookup; a call whose contents disagree
+    (a tuple of arrays where it was of ints: jit refuses it) is decided again from its values.
     A Python int that changes on every call (a step counter) is first static, like any int; once
     it has caused a few compiles it is traced instead, unless that fails (it is used as a shape).
     """
-    config = config or default_config()
-    compiled: dict[tuple[tuple[int, ...], tuple[str, ...]], Callable[..., Any]] = {}
-    # The fast path: the layout by argument types, decided from the values of the first call with
-    # those types; a call whose contents disagree (jit refuses it) is decided again from its values.
-    by_types: dict[tuple[Any, ...], Callable[..., Any] | None] = {}
-    state: dict[str, Any] = {"eager": False, "hints": None, "traced_ints": set(), "trying": set()}
 
-    def on_churn(changes: list[tuple[str, Any, Any]]) -> bool:
-        pinned = state["hints"][1] if state["hints"] else {}  # `n: int` says: a Python int, keep it so
+    def __init__(self, fn: Callable[..., Any], config: "Config") -> None:
+        self.fn = fn
+        self.config = config
+        self.compiled: dict[Layout, Callable[..., Any]] = {}
+        self.by_types: dict[tuple[Any, ...], Callable[..., Any] | None] = {}  # None: runs as plain Python
+        self.eager = False
+        self.traced_ints: set[str] = set()  # int parameters traced because they changed on every call
+        self.trying: set[str] = set()  # the last of those, static again if tracing them fails
+
+    def function(self) -> Callable[..., Any]:
+        """The per-call path, as a plain function (a method call would cost more, and a function
+        binds, pickles and prints like `fn`)."""
+        fn, by_types = self.fn, self.by_types
+
+        @functools.wraps(fn)
+        def auto(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if self.eager or not _outside_trace():  # inside a trace: inlined
+                return fn(*args, **kwargs)
+            key = (*map(type, args), *kwargs, *map(type, kwargs.values()))
+            jitted = by_types.get(key, _UNDECIDED)
+            from_types = jitted is not _UNDECIDED
+            while True:
+                if jitted is _UNDECIDED:
+                    jitted = self._decide(key, args, kwargs)
+                if jitted is None:
+                    return fn(*args, **kwargs)
+                try:
+                    return jitted(*args, **kwargs)
+                except Exception as exc:
+                    if not _introduced_by_jit(exc):
+                        raise
+                    if from_types:  # same types as an earlier call, other contents (a tuple of arrays, not of ints)
+                        by_types.pop(key, None)
+                    elif self.trying:  # the ints just made traced set a shape after all
+                        self._keep_ints_static()
+                    else:
+                        self.eager = True
+                        show(fallback_report(fn, exc), json_path=self.config.report_json)
+                        return fn(*args, **kwargs)
+                jitted, from_types = _UNDECIDED, False
+
+        auto.__rax_autojit__ = True  # type: ignore[attr-defined]
+        return auto
+
+    def _decide(self, key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
+        """The jitted function for this call's values (None: plain Python), kept for the calls with
+        the same argument types; a None only when no argument is a container, whose contents may
+        go through jit another time."""
+        jitted = self._choose(args, kwargs)
+        if jitted is not None or not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
+            self.by_types[key] = jitted
+        return jitted
+
+    def _choose(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
+        """The jitted function for this call's layout, or None if an argument cannot go through jit."""
+        layout = _static_layout(self.hints, args, kwargs, self.traced_ints)
+        if layout is None:
+            return None
+        if layout not in self.compiled:
+            self.compiled[layout] = _jit(self.fn, self.config, self._on_churn, static_argnums=layout[0],
+                                         static_argnames=layout[1])
+            _announce(self.config, self.fn, layout, self.hints)
+        return self.compiled[layout]
+
+    @functools.cached_property
+    def hints(self) -> tuple[list[str], dict[str, str]]:
+        """Read on the first call, not at decoration: annotations may name what is defined later."""
+        return _annotation_hints(self.fn)
+
+    def _on_churn(self, changes: list[tuple[str, Any, Any]]) -> bool:
+        """Trace the ints that keep recompiling (all the changes must be such ints); `n: int` says:
+        a Python int, keep it so."""
+        pinned = self.hints[1]
         ints = {name for name, old, new in changes if old[0] == "static" and type(new[1]) is int and name not in pinned}
         if not ints or len(ints) != len(changes):
             return False
-        state["traced_ints"] |= ints
-        state["trying"] = ints
-        by_types.clear()
-        _verbose(config, f"{function_name(fn)}: {', '.join(sorted(ints))} changes on every call: traced from now on")
+        self.traced_ints |= ints
+        self.trying = ints
+        self.by_types.clear()
+        _verbose(self.config, f"{function_name(self.fn)}: {', '.join(sorted(ints))} changes on every call: "
+                 "traced from now on")
         return True
 
-    def choose(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
-        if state["hints"] is None:
-            state["hints"] = _annotation_hints(fn)
-        layout = _static_layout(state["hints"], args, kwargs, state["traced_ints"])
-        if layout is None:
-            return None
-        if layout not in compiled:
-            compiled[layout] = _jit(fn, config, on_churn, static_argnums=layout[0], static_argnames=layout[1])
-            _announce(config, fn, layout, state["hints"])
-        return compiled[layout]
-
-    @functools.wraps(fn)
-    def auto(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        if state["eager"] or not _trace_state_clean():
-            return fn(*args, **kwargs)
-        types = (*map(type, args), *kwargs, *map(type, kwargs.values()))
-        jitted = by_types.get(types, choose)
-        from_types = jitted is not choose
-        if not from_types:
-            jitted = choose(args, kwargs)
-            if jitted is not None or not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
-                by_types[types] = jitted
-        if jitted is None:
-            return fn(*args, **kwargs)
-        try:
-            return jitted(*args, **kwargs)
-        except Exception as exc:
-            if not _introduced_by_jit(exc):
-                raise
-            if from_types:  # same types as an earlier call, other contents (a tuple of arrays, not of ints)
-                del by_types[types]
-                return auto(*args, **kwargs)
-            if state["trying"]:  # the int is used as a shape after all: static it stays
-                names, state["trying"] = state["trying"], set()
-                state["traced_ints"] -= names
-                by_types.clear()
-                listed = ", ".join(f"'{n}'" for n in sorted(names))
-                show(recompile_report(fn, RECOMPILES_BEFORE_REPORT + 1, [(
-                    f"{listed} changes on every call and sets a shape, so each new value compiles again",
-                    "keep it constant, or round it up to a few sizes")]), json_path=config.report_json)
-                return auto(*args, **kwargs)
-            state["eager"] = True
-            show(fallback_report(fn, exc), json_path=config.report_json)
-            return fn(*args, **kwargs)
-
-    auto.__rax_autojit__ = True  # type: ignore[attr-defined]
-    return auto
+    def _keep_ints_static(self) -> None:
+        """The ints just made traced set a shape after all: static they stay, with a report; the
+        calls are decided again."""
+        names, self.trying = self.trying, set()
+        self.traced_ints -= names
+        self.by_types.clear()
+        listed = ", ".join(f"'{n}'" for n in sorted(names))
+        show(recompile_report(self.fn, RECOMPILES_BEFORE_REPORT + 1, [(
+            f"{listed} changes on every call and sets a shape, so each new value compiles again",
+            "keep it constant, or round it up to a few sizes")]), json_path=self.config.report_json)
 
 
-def _trace_state_clean() -> bool:
-    """True outside any JAX trace (jit, grad, vmap...): then auto-jit compiles; inside, it inlines."""
-    global _trace_state_clean
-    from jax._src.core import trace_state_clean
+def autojit(fn: Callable[..., Any], config: "Config | None" = None) -> Callable[..., Any]:
+    """What the rewrite puts on annotated pure module-level functions that nobody jitted."""
+    return AutoJit(fn, config or default_config()).function()
 
-    _trace_state_clean = trace_state_clean
-    return trace_state_clean()
+
+def _outside_trace() -> bool:
+    """True outside any JAX trace. After the first call (JAX is imported by then) this name is JAX's
+    own check: auto-jit asks on every call."""
+    global _outside_trace
+    _outside_trace = jax_internals.trace_state_clean_check()
+    return _outside_trace()
 
 
 def _annotation_hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, str]]:
@@ -355,7 +410,7 @@ def classify(value: Any, in_tuple: bool = False) -> str:
 
 def _static_layout(
     hints: tuple[list[str], dict[str, str]], args: tuple[Any, ...], kwargs: dict[str, Any], traced: set[str]
-) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
+) -> Layout | None:
     """(static_argnums, static_argnames) for this call, or None if some argument cannot go through jit."""
     names, verdicts = hints
     static_nums = []
@@ -381,7 +436,7 @@ def _verbose(config: "Config", message: str) -> None:
         note(message)
 
 
-def _announce(config: "Config", fn: Callable[..., Any], layout: tuple[tuple[int, ...], tuple[str, ...]], hints: tuple[list[str], dict[str, str]]) -> None:
+def _announce(config: "Config", fn: Callable[..., Any], layout: Layout, hints: tuple[list[str], dict[str, str]]) -> None:
     names = hints[0]
     static = tuple(names[i] if i < len(names) else f"arg{i}" for i in layout[0]) + layout[1]
     _verbose(config, f"jit {function_name(fn)}: static={static}")

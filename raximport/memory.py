@@ -241,13 +241,6 @@ def find_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
     return found
 
 
-def is_top_level_trace() -> bool:
-    """Whether the jit being traced was called from plain Python (not inside jit, grad or vmap)."""
-    from jax._src import core
-
-    return isinstance(getattr(core.trace_ctx.trace, "parent_trace", None), core.EvalTrace)
-
-
 def traced_call(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 config: "Config") -> Any:
     """Trace `fun` once, compile that trace to check its memory, then replay it into JAX's own trace.

@@ -9,26 +9,18 @@ rendered for a terminal: raximport's start never imports it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
-import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any, Sequence
 
-_RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_LIBRARY_DIRS = tuple(
-    os.path.join(sysconfig.get_path(name), "") for name in ("stdlib", "platstdlib", "purelib", "platlib")
-)
+from raximport.provenance import is_user_file
+
 JSON_VERSION = 1
-
-
-def is_user_file(filename: str) -> bool:
-    """Not raximport, not the standard library or an installed package, not generated code."""
-    return not (filename.startswith("<") or filename.startswith(_RAXIMPORT_DIR) or filename.startswith(_LIBRARY_DIRS)
-                or "site-packages" in filename)
 
 
 def function_name(fun: object) -> str:
@@ -37,15 +29,45 @@ def function_name(fun: object) -> str:
     return name.rsplit("<locals>.", 1)[-1]
 
 
-def user_location(tb: TracebackType | None = None) -> tuple[str, int] | None:
-    """The innermost user frame of `tb`, or else the nearest user frame of the current stack."""
+def defined_at(fn: Any) -> tuple[str, int] | None:
+    """Where `fn` is defined; for a generated method (a dataclass's __init__), its class."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    if not code.co_filename.startswith("<"):
+        return code.co_filename, code.co_firstlineno
+    owner: Any = sys.modules.get(getattr(fn, "__module__", "") or "")
+    for part in getattr(fn, "__qualname__", "").split(".")[:-1]:
+        owner = getattr(owner, part, None)
+    if not isinstance(owner, type):
+        return None
+    try:
+        return inspect.getsourcefile(owner) or "", inspect.findsource(owner)[1] + 1
+    except (OSError, TypeError):
+        return None
+
+
+def short_repr(value: Any) -> str:
+    """`repr(value)`, cut to fit on a report's line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def innermost_user_entry(tb: TracebackType | None) -> TracebackType | None:
+    """The innermost entry of `tb` in the user's code: the line a report is about, and its frame."""
     found = None
     while tb is not None:
         if is_user_file(tb.tb_frame.f_code.co_filename):
-            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+            found = tb
         tb = tb.tb_next
-    if found:
-        return found
+    return found
+
+
+def user_location(tb: TracebackType | None = None) -> tuple[str, int] | None:
+    """The innermost user frame of `tb`, or else the nearest user frame of the current stack."""
+    entry = innermost_user_entry(tb)
+    if entry is not None:
+        return entry.tb_frame.f_code.co_filename, entry.tb_lineno
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if is_user_file(frame.f_code.co_filename):

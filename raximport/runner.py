@@ -17,11 +17,9 @@ from typing import Callable
 
 from raximport.config import Config
 from raximport.hook import BytecodeCache, load_rewritten
+from raximport.provenance import is_import_machinery, is_raximport_file
 from raximport.report import write_json
 from raximport.rewrite import CONFIG
-
-_RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_HIDDEN_PREFIXES = (_RAXIMPORT_DIR, "<frozen runpy>", "<frozen importlib")
 
 
 def _fresh_main(config: Config, **attributes: object) -> ModuleType:
@@ -84,7 +82,8 @@ def user_traceback(tb: TracebackType | None) -> TracebackType | None:
     """`tb` without the frames of raximport, runpy and importlib."""
     frames = []
     while tb is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(_HIDDEN_PREFIXES):
+        filename = tb.tb_frame.f_code.co_filename
+        if not (is_raximport_file(filename) or is_import_machinery(filename)):
             frames.append(tb)
         tb = tb.tb_next
     rebuilt = None

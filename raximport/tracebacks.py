@@ -9,39 +9,13 @@ only: report.py prints it.
 from __future__ import annotations
 
 import linecache
-import os
 import traceback
 from types import TracebackType
 
-_RAXIMPORT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-HIDDEN_PACKAGES = ("jax", "jaxlib", "jaxtyping", "beartype", "raximport")
+from raximport.provenance import SILENT, hidden_owner
+
 JAX_NOTE = "For simplicity, JAX has removed its internal frames"
 SHOW_ALL_HINT = "--verbose or RAX_TRACEBACK=full shows them"
-
-
-# The import machinery (importlib's and raximport's hook) is left out without a trace, as Python
-# leaves out importlib's own frames: an import error then reads exactly as it does without raximport.
-_SILENT = ("<frozen runpy", "<frozen importlib") + tuple(
-    _RAXIMPORT_DIR + name for name in ("hook.py", "runner.py", "rewrite.py", "session.py", "cli.py", "__main__.py",
-                                       "_autoload.py"))
-SILENT = "-"
-
-
-def hidden_owner(filename: str) -> str | None:
-    """The package whose internals a frame of `filename` is (then it is collapsed), else None;
-    SILENT for the import machinery, which is dropped without a line."""
-    if filename.startswith(_SILENT):
-        return SILENT
-    if filename.startswith(_RAXIMPORT_DIR):
-        return "raximport"
-    if filename.startswith("<@beartype"):
-        return "beartype"
-    normalized = filename.replace("\\", "/")
-    if "/site-packages/" in normalized:
-        top = normalized.rsplit("/site-packages/", 1)[1].split("/", 1)[0]
-        if top in HIDDEN_PACKAGES:
-            return top
-    return None
 
 
 def chain(exc: BaseException, last_only: bool = False) -> list[BaseException]:

@@ -371,3 +371,50 @@ def clear(directory: Path) -> tuple[int, int]:
     """Remove JAX's entries and their -atime files from `directory`, nothing else: (entries, bytes)."""
     removed = cachedir.remove(directory, ENTRY_NAME)
     return sum(name.endswith(CACHE_SUFFIX) for name, _ in removed), sum(size for _, size in removed)
+
+
+# --- slow compiles ------------------------------------------------------------------------------
+# Not the cache itself but why it matters: a long compile while the cache is off gets one report.
+
+_compile_watch: dict[str, Any] = {"config": None, "reported": False}
+
+
+def watch_compile_times(config: Config) -> None:
+    """Report, once, a compile slower than config.slow_compile_secs while JAX's persistent cache is
+    off (the listener is one per process: the first jit's config sets the threshold)."""
+    if _compile_watch["config"] is not None:
+        return
+    monitoring = getattr(sys.modules.get("jax"), "monitoring", None)
+    if monitoring is None:
+        return
+    _compile_watch["config"] = config
+    monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
+    if event != "/jax/core/compile/backend_compile_duration" or _compile_watch["reported"]:
+        return
+    config = _compile_watch["config"]
+    if duration < config.slow_compile_secs:
+        return
+    jax = sys.modules.get("jax")
+    try:
+        cache_on = bool(jax.config.jax_compilation_cache_dir) and jax.config.jax_enable_compilation_cache  # type: ignore[union-attr]
+    except Exception:
+        cache_on = False
+    if cache_on:
+        return
+    from raximport.explain import callee  # the reporting modules, only once there is something to report
+    from raximport.report import Report, show, user_location
+
+    _compile_watch["reported"] = True
+    where = user_location()
+    show(Report(
+        kind="slow-compile", title=f"a compile took {duration:.1f} s and the persistent compilation cache is off",
+        where=where, function=callee(where), got=f"{duration:.1f} s",
+        explanation="XLA compiles every jitted function again in each new process unless JAX's persistent "
+        "cache keeps the result on disk.",
+        fix="let raximport turn the cache on (drop --no-xla-cache / RAX_XLA_CACHE=0), or set "
+        "JAX_COMPILATION_CACHE_DIR: the next run loads the compiled step instead of compiling it",
+        extra={"seconds": round(duration, 3), "at": time.time()},
+    ), json_path=config.report_json)

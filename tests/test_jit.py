@@ -340,3 +340,54 @@ def sharpen(logits: Float[Array, "n"], temperature: float, top_k: int | None = N
 """)
     assert mod.sharpen(jnp.ones(2), 0.5).tolist() == [2.0, 2.0]  # a traced float would fail `float`
     assert mod.sharpen(jnp.ones(2), 0.25, top_k=None).tolist() == [4.0, 4.0]
+
+
+@pytest.fixture
+def jax_internals_without_private_api(monkeypatch: pytest.MonkeyPatch):
+    """raximport.jax_internals as it resolves when `jax._src.core` has moved (checks resolved afresh)."""
+    import jax.extend.core  # before the patch: it imports jax._src.core itself
+
+    from raximport import jax_internals
+
+    checks = (jax_internals.trace_state_clean_check, jax_internals._top_level_check)
+    monkeypatch.setitem(sys.modules, "jax._src.core", None)  # `from jax._src.core import ...` now fails
+    for check in checks:
+        check.cache_clear()
+    yield jax_internals
+    for check in checks:
+        check.cache_clear()
+
+
+def test_private_jax_checks_have_public_fallbacks_that_agree(jax_internals_without_private_api) -> None:
+    shim = jax_internals_without_private_api
+    clean, top_level = shim.trace_state_clean_check(), shim._top_level_check()
+    assert clean.__module__ == top_level.__module__ == "raximport.jax_internals"  # the fallbacks
+    seen: dict[str, tuple[bool, bool]] = {}
+
+    def probe(where: str):
+        def f(x):
+            seen[where] = (clean(), top_level())
+            private = jax._src.core
+            top = isinstance(getattr(private.trace_ctx.trace, "parent_trace", None), private.EvalTrace)
+            assert seen[where] == (private.trace_state_clean(), top), where
+            return x * 2.0
+        return f
+
+    assert clean()
+    jax.jit(probe("jit"))(1.0)
+    jax.jit(lambda x: jax.jit(probe("nested jit"))(x))(1.0)
+    jax.grad(probe("grad"))(1.0)
+    jax.vmap(probe("vmap"))(jnp.ones(2))
+    assert seen == {"jit": (False, True), "nested jit": (False, False), "grad": (False, True),
+                    "vmap": (False, True)}
+
+
+def test_without_private_or_public_trace_api_auto_jit_and_memory_check_step_aside(
+        jax_internals_without_private_api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "jax.extend.core", None)
+    shim = jax_internals_without_private_api
+    with pytest.warns(raximport.RaxWarning, match="auto-jit is off"):
+        clean = shim.trace_state_clean_check()
+    with pytest.warns(raximport.RaxWarning, match="memory check before each new step is off"):
+        top_level = shim._top_level_check()
+    assert not clean() and not top_level()

@@ -236,3 +236,20 @@ def test_unknown_and_failing_explanations_never_hide_the_error() -> None:
         report = explain(exc)
     assert report.kind == "error" and report.error == "KeyError: 'missing'"
     assert report.where is not None and report.where[0] == __file__
+
+
+def test_a_dist_packages_frame_is_a_librarys_not_the_users_line() -> None:
+    """Debian's python3-* packages live in dist-packages: the report points at the user's call into one."""
+    from raximport.explain import explain
+    from raximport.provenance import hidden_owner
+
+    namespace: dict[str, object] = {}
+    exec(compile("def parse(text):\n    return int(text)\n", "/usr/lib/python3/dist-packages/fakelib/util.py", "exec"),
+         namespace)
+    try:
+        call_line = sys._getframe().f_lineno + 1
+        namespace["parse"]("x")  # type: ignore[operator]
+    except ValueError as exc:
+        report = explain(exc)
+    assert report.where == (__file__, call_line)
+    assert hidden_owner("/usr/lib/python3/dist-packages/jax/_src/core.py") == "jax"

@@ -1,8 +1,10 @@
 # A list as a static argument.
 # expect: kind=non-hashable-static-argument
 # expect: function=mlp
+# expect: parameter=sizes
 # expect: got=list [4, 8, 2]
 # expect~: suggestion=tuple
+# expect~: title=static argument 'sizes' of mlp()
 from functools import partial
 
 import jax
