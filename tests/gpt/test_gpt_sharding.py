@@ -109,6 +109,7 @@ print(json.dumps({{"runs": runs, "specs": specs, "collectives": collectives, "n_
 """
 
 
+@pytest.mark.slow
 def test_sharded_runs_match_one_device(tmp_path, data_dir):
     driver = write(tmp_path / "sharded.py", SHARDED.format(
         gpt=str(ROOT / "gpt"), tiny=str(TINY), data=data_dir, out=tmp_path / "out", run=RUN))
