@@ -1,8 +1,9 @@
 """The private JAX API raximport relies on, in one place, written for jax 0.10.2.
 
-Only two questions need JAX's internals (`jax._src.core`): is any trace in progress (auto-jit asks
-on every call), and was the jit being traced called from plain Python (the memory check asks once
-per compiled signature). Each answer falls back on JAX's public API for libraries,
+Three things need JAX's internals. Two questions (`jax._src.core`): is any trace in progress
+(auto-jit asks on every call), and was the jit being traced called from plain Python (the memory
+check asks once per compiled signature). And one sight: the executable JAX has just compiled for a
+call, before it runs (`pxla.MeshComputation.compile`), which the memory check reads. Each answer falls back on JAX's public API for libraries,
 `jax.extend.core.take_current_trace`, which is slower (it swaps the current trace in and out). If
 that has moved too, raximport warns once (RaxWarning) and steps aside: auto-jit runs functions as
 plain Python, the memory check is skipped. JAX is imported on the first question, not before.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import functools
 import sys
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 from raximport.errors import RaxWarning
 
@@ -56,16 +57,19 @@ def _is_eval_trace(trace: object) -> bool:
     return type(trace).__name__ == "EvalTrace"
 
 
+def _moved(names: str, consequence: str) -> None:
+    version = getattr(sys.modules.get("jax"), "__version__", "?")
+    warnings.warn(f"raximport was written for jax {WRITTEN_FOR}; jax {version} lacks {names}, so "
+                  f"{consequence}. Upgrade raximport, or report it.", RaxWarning, stacklevel=3)
+
+
 def _public_check(test: Callable[[object], bool], private_name: str, consequence: str) -> Callable[[], bool]:
     """`test` of the current trace through JAX's public API; if that has moved too, always False
     (the feature steps aside) and one warning saying what is off."""
     try:
         from jax.extend.core import take_current_trace
     except ImportError:
-        version = getattr(sys.modules.get("jax"), "__version__", "?")
-        warnings.warn(f"raximport was written for jax {WRITTEN_FOR}; jax {version} has neither {private_name} nor "
-                      f"jax.extend.core.take_current_trace, so {consequence}. Upgrade raximport, or report it.",
-                      RaxWarning, stacklevel=2)
+        _moved(f"{private_name} and jax.extend.core.take_current_trace", consequence)
         return lambda: False
 
     def check() -> bool:
@@ -73,3 +77,52 @@ def _public_check(test: Callable[[object], bool], private_name: str, consequence
             return test(trace)
 
     return check
+
+
+# --- the programs JAX compiles ----------------------------------------------------------------
+
+CompileListener = Callable[[str, Any], None]
+_compile_listeners: list[CompileListener] = []
+
+
+def on_compile(listener: CompileListener) -> bool:
+    """Call `listener(name, executable)` each time JAX has compiled a program (or loaded it from its
+    persistent cache) and before it runs: the one compile JAX makes for a call, never a second.
+    `name` is JAX's ("jit(step)"). An exception from the listener propagates to the call, so the
+    memory check can refuse a step. False, with one warning, if JAX's compile step has moved."""
+    if listener in _compile_listeners:
+        return True
+    try:
+        from jax._src.interpreters.pxla import MeshComputation
+    except ImportError:
+        _moved("jax._src.interpreters.pxla.MeshComputation", "the memory check before each new step is off")
+        return False
+    if not _compile_listeners:
+        compile_program = MeshComputation.compile
+
+        @functools.wraps(compile_program)
+        def compile_and_tell(self: Any, *args: Any, **kwargs: Any) -> Any:
+            executable = compile_program(self, *args, **kwargs)
+            for tell in tuple(_compile_listeners):
+                tell(getattr(self, "_name", ""), executable)
+            return executable
+
+        MeshComputation.compile = compile_and_tell
+    _compile_listeners.append(listener)
+    return True
+
+
+def memory_stats(executable: Any) -> Any:
+    """XLA's memory analysis of a compiled program (what `Compiled.memory_analysis()` returns)."""
+    if hasattr(executable, "memory_analysis"):
+        return executable.memory_analysis()
+    return executable.xla_extension_executable().get_compiled_memory_stats()
+
+
+def input_shardings(executable: Any) -> list[Any]:
+    """The shardings of a compiled program's inputs, flat."""
+    import jax
+
+    if hasattr(executable, "input_shardings") and not callable(executable.input_shardings):
+        return jax.tree_util.tree_leaves(executable.input_shardings)
+    return list(getattr(executable, "_in_shardings", ()))

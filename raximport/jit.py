@@ -98,10 +98,10 @@ def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **op
     def traced(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         watch.on_trace(args, kwargs)
-        from raximport import memory
-
         if config.memory_check and jax_internals.is_top_level_trace():
-            return memory.traced_call(fun, options, args, kwargs, config)
+            from raximport import memory
+
+            memory.expect_compile(traced, fun, options, args, kwargs, config)
         return fun(*args, **kwargs)
 
     return jax.jit(traced, **options)

@@ -16,12 +16,14 @@ import inspect
 import math
 import os
 import re
+import threading
 import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from raximport import jax_internals
 from raximport.errors import RaxOutOfMemoryError
-from raximport.report import Report, function_name, user_location
+from raximport.report import Report, function_name, note_once, user_location
 
 if TYPE_CHECKING:
     from raximport.config import Config
@@ -130,7 +132,7 @@ class Footprint:
 
     @classmethod
     def of(cls, compiled: Any) -> "Footprint":
-        m = compiled.memory_analysis()
+        m = jax_internals.memory_stats(compiled)
         return cls(m.argument_size_in_bytes, m.output_size_in_bytes, m.alias_size_in_bytes,
                    m.temp_size_in_bytes, m.generated_code_size_in_bytes)
 
@@ -201,12 +203,15 @@ def abstract_inputs(
     import jax
 
     def abstract(value: Any, axis: int | None) -> Any:
-        if not isinstance(value, jax.core.Tracer):
+        if not isinstance(value, (jax.core.Tracer, jax.ShapeDtypeStruct)):
             return value
-        shape = list(value.shape)
+        aval = value if isinstance(value, jax.ShapeDtypeStruct) else value.aval
+        if not hasattr(aval, "shape") or not hasattr(aval, "dtype"):
+            return None  # a value with no array type (a hijax Variable): nothing to re-lower with
+        shape = list(aval.shape)
         if axis is not None and batch is not None:
             shape[axis] = batch
-        return _abstract(value, tuple(shape))
+        return jax.ShapeDtypeStruct(tuple(shape), aval.dtype, weak_type=getattr(aval, "weak_type", False))
 
     axes = dict(batch_axes)
     new_args = tuple(jax.tree_util.tree_map(lambda v, i=i: abstract(v, axes.get(i)), a) for i, a in enumerate(args))
@@ -241,74 +246,96 @@ def find_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
     return found
 
 
-def traced_call(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                config: "Config") -> Any:
-    """Trace `fun` once, compile that trace to check its memory, then replay it into JAX's own trace.
+@dataclass
+class Expected:
+    """A top-level trace whose program JAX is about to compile: checked when that compile is done."""
 
-    The user's Python runs once (print or counters inside a jitted function behave as without
-    raximport), traced by a jit of `fun` with the same options, so JAX's own messages name the
-    function and its arguments. The outer jit then compiles the same program, which the persistent
-    cache has just seen. Raises RaxOutOfMemoryError if the step cannot fit.
-    """
-    import jax
-    from jax.extend import core as jex_core
+    name: str  # JAX's name for the program: "jit(step)"
+    fun: Callable[..., Any]
+    options: dict[str, Any]
+    args: tuple[Any, ...]  # traced values as ShapeDtypeStructs, static ones as they are
+    kwargs: dict[str, Any]
+    config: "Config"
 
-    abstract_args, abstract_kwargs = abstract_inputs(args, kwargs, [], None)
-    traced = jax.jit(fun, **options).trace(*abstract_args, **abstract_kwargs)
+
+_expected = threading.local()
+
+
+def expect_compile(traced: Callable[..., Any], fun: Callable[..., Any], options: dict[str, Any],
+                   args: tuple[Any, ...], kwargs: dict[str, Any], config: "Config") -> None:
+    """Called while `jax.jit(traced)` traces a new signature from plain Python: when JAX then
+    compiles that program for the call (or loads it from its persistent cache), its memory is held
+    against the budget before it runs. Nothing is traced or compiled again, so the program checked
+    is the one that runs: its shardings, Refs, donation and layouts are JAX's own."""
+    if not jax_internals.on_compile(_on_compile):
+        return
     try:
-        compiled = traced.lower().compile()
+        abstract_args, abstract_kwargs = abstract_inputs(args, kwargs, [], None)
+    except Exception as exc:  # raximport's failure is never the user's: the step runs unchecked
+        note_once(f"the memory check is off for {function_name(fun)}: its arguments could not be read "
+                  f"({type(exc).__name__}: {exc})")
+        return
+    name = f"jit({getattr(traced, '__name__', '')})"
+    _expected.value = Expected(name, fun, options, abstract_args, abstract_kwargs, config)
+
+
+def _on_compile(name: str, executable: Any) -> None:
+    expected = getattr(_expected, "value", None)
+    if expected is None or expected.name != name:
+        return  # another program (an eager op, a jit raximport did not make)
+    _expected.value = None
+    try:
+        footprint = Footprint.of(executable)
     except Exception:
-        compiled = None  # the check is a service: if XLA cannot analyse the program, run it as is
-    if compiled is not None:
-        check_compiled(fun, options, args, kwargs, compiled, config)
-    dynamic = [leaf for leaf in jax.tree_util.tree_leaves((args, kwargs)) if isinstance(leaf, jax.core.Tracer)]
-    outputs = jex_core.jaxpr_as_fun(traced.jaxpr)(*dynamic)
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(traced.out_info), outputs)
-
-
-def _abstract(tracer: Any, shape: tuple[int, ...] | None = None) -> Any:
-    import jax
-
-    return jax.ShapeDtypeStruct(shape or tracer.shape, tracer.dtype, weak_type=tracer.aval.weak_type)
+        return  # the check is a service: if XLA cannot analyse the program, it runs as is
+    try:
+        check_compiled(expected.fun, expected.options, expected.args, expected.kwargs, footprint,
+                       _device_count(executable), expected.config)
+    except RaxOutOfMemoryError:
+        raise
+    except Exception as exc:  # raximport's failure is never the user's: the step runs unchecked
+        note_once(f"the memory check of {function_name(expected.fun)} failed, so it runs unchecked "
+                  f"({type(exc).__name__}: {exc})")
 
 
 def check_compiled(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                   compiled: Any, config: "Config") -> Analysis:
-    """Hold one compiled signature against the budget; raise RaxOutOfMemoryError if it cannot fit."""
+                   footprint: Footprint, devices: int, config: "Config") -> Analysis:
+    """Hold one compiled signature against the budget; raise RaxOutOfMemoryError if it cannot fit.
+    `args` and `kwargs` are the call's, traced values as ShapeDtypeStructs."""
     import jax
 
-    devices = _device_count(compiled)
-    footprint = Footprint.of(compiled)
     plan = budget(config, jax.devices()[0])
     analysis = Analysis(function_name(fun), footprint, plan, predict_peak(plan, footprint, devices), devices)
     ANALYSES.append(analysis)
     if analysis.peak <= plan.usable:
         return analysis
     step = Step(fun, options, args, kwargs, find_batch_axes(fun, args, kwargs))
-    step.batch_multiple = _batch_shards(compiled, step)
+    step.batch_multiple = _batch_shards(step)
     fixes = find_fixes(step, analysis, args, kwargs)
     raise RaxOutOfMemoryError(oom_report(analysis, fixes, step, args, kwargs), analysis, fixes)
 
 
-def _device_count(compiled: Any) -> int:
+def _device_count(executable: Any) -> int:
     """This process's devices that the executable runs on (the footprint is per device)."""
     import jax
 
     try:
-        shardings = jax.tree_util.tree_leaves(compiled.input_shardings)
+        shardings = jax_internals.input_shardings(executable)
         local = [{d for d in s.device_set if d.process_index == jax.process_index()} for s in shardings]
         return max((len(devices) for devices in local), default=1) or 1
     except Exception:
         return 1
 
 
-def _batch_shards(compiled: Any, step: Step) -> int:
+def _batch_shards(step: Step) -> int:
     """How many pieces the batch axis is split into (the data axis of a mesh): a batch size must
-    divide by it. 1 when unsharded or unknown."""
+    divide by it. 1 when unsharded or unknown. Only a refused step asks (from a compile of its own)."""
     import jax
 
+    if not step.batch_axes:
+        return 1
     try:
-        args_shardings, kwargs_shardings = compiled.input_shardings
+        args_shardings, kwargs_shardings = step.compile().input_shardings
         for where, axis in step.batch_axes:
             value = step.args[where] if isinstance(where, int) else step.kwargs[where]
             sharding = args_shardings[where] if isinstance(where, int) else kwargs_shardings[where]
@@ -427,7 +454,7 @@ def _donatable_bytes(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     saved = 0
     for leaf in jax.tree_util.tree_leaves((args, kwargs)):
         key = (getattr(leaf, "shape", None), getattr(leaf, "dtype", None))
-        if isinstance(leaf, jax.core.Tracer) and outs.get(key, 0) > 0:
+        if isinstance(leaf, jax.ShapeDtypeStruct) and outs.get(key, 0) > 0:
             outs[key] -= 1
             saved += int(math.prod(leaf.shape)) * leaf.dtype.itemsize
     return saved

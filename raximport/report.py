@@ -217,6 +217,16 @@ def note(message: str) -> None:
     sys.stderr.flush()
 
 
+_noted: set[str] = set()
+
+
+def note_once(message: str) -> None:
+    """`note`, at most once per message in a process (a failure that would repeat at every step)."""
+    if message not in _noted:
+        _noted.add(message)
+        note(message)
+
+
 def show(report: Report, traceback_lines: Sequence[str] = (), *, json_path: str | None = None) -> None:
     """Print a report on stderr (after the traceback behind it, if any) and record it for the JSON
     file `json_path` (the --report-json of the config that made the report).
