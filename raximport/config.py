@@ -248,6 +248,9 @@ class Config:
     traceback: str = option(
         "short", _one_of("short", "full"), "short: fold the frames of jax, jaxtyping, beartype and raximport in "
         "tracebacks; full: Python's complete traceback", metavar="MODE", choices=("short", "full"))
+    strict: bool = option(
+        False, parse_bool, "for CI: where raximport's own machinery fails (a note, and the code runs as plain "
+        "JAX), fail instead with RaxInternalError")
     debug_nans: bool = option(
         False, parse_bool, "turn on JAX's NaN checks (jax_debug_nans): stop at the first operation making a NaN")
     debug_keys: bool = option(

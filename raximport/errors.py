@@ -9,6 +9,11 @@ class RaxWarning(UserWarning):
     """Something raximport could not do; the code runs on, unchecked where it says so."""
 
 
+class RaxInternalError(RuntimeError):
+    """raximport's own machinery failed and `strict` is on (otherwise it is a note and the code
+    runs as plain JAX would)."""
+
+
 class RaxOutOfMemoryError(MemoryError):
     """A compiled step would not fit in memory; raised before it runs (donated inputs are intact).
 

@@ -27,8 +27,9 @@ from typing import Sequence
 from raximport import __version__
 from raximport import cachedir
 from raximport.config import Config
+from raximport.failsafe import stepped_aside
 from raximport.provenance import RAXIMPORT_DIR, is_library_file, is_raximport_file
-from raximport.report import note
+from raximport.report import note, note_once
 from raximport.rewrite import CONFIG, compile_source
 
 # An entry: CACHE_MAGIC, the key (32 bytes), the sha256 of the payload (32 bytes), the marshalled code.
@@ -214,9 +215,22 @@ def load_rewritten(path: str, config: Config, cache: BytecodeCache, source: byte
         cache.hits += 1
         return code
     cache.misses += 1
-    code = compile_source(source, path, config.rewrite_options())
+    try:
+        code = compile_source(source, path, config.rewrite_options())
+    except SyntaxError:
+        raise  # the user's own error, reported as Python reports it
+    except Exception as exc:
+        stepped_aside("the rewrite", path, exc, config)
+        return compile(source, path, "exec", dont_inherit=True)
     cache.store(path, key, code)
     return code
+
+
+def note_other_hook(loader: object, fullname: str) -> None:
+    """One note per import hook that takes modules raximport was asked to check: never silently off."""
+    hook = f"{type(loader).__module__}.{type(loader).__qualname__}"
+    note_once(f"modules such as {fullname} are loaded by another import hook ({hook}), "
+              "so raximport does not check them")
 
 
 class RaxFinder:
@@ -229,6 +243,7 @@ class RaxFinder:
         roots = [config.project_root] if config.project_root else []
         self.roots = tuple(os.path.join(os.path.abspath(r), "") for r in (*roots, *config.paths))
         self.instrumented: list[str] = []
+        self.declined: list[str] = []  # selected, but another import hook's loader has them
 
     def _named(self, fullname: str, names: Sequence[str]) -> bool:
         return any(fullname == n or fullname.startswith(n + ".") for n in names)
@@ -280,11 +295,15 @@ class RaxFinder:
         if not self._could_select(fullname, path):
             return None
         spec = self._spec_from_others(fullname, path, target)
-        if spec is None or type(spec.loader) is not importlib.machinery.SourceFileLoader:
-            return spec  # extension, zip, frozen, namespace, or another hook's module: untouched
+        if spec is None:
+            return None
         origin = spec.origin or ""
         if not origin.endswith(".py") or not self.selects(fullname, origin):
-            return spec
+            return spec  # extension, zip, frozen, namespace, or not the user's: untouched
+        if type(spec.loader) is not importlib.machinery.SourceFileLoader:
+            note_other_hook(spec.loader, fullname)
+            self.declined.append(fullname)
+            return spec  # another import hook's module: it keeps it
         spec.loader = RaxLoader(fullname, origin, self.config, self.cache)
         self.instrumented.append(fullname)
         if self.config.verbose:

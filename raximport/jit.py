@@ -21,6 +21,7 @@ import typing
 from typing import TYPE_CHECKING, Any, Callable
 
 from raximport import jax_internals
+from raximport.failsafe import stepped_aside
 from raximport.report import Report, function_name, note, short_repr, show, user_location
 
 if TYPE_CHECKING:
@@ -97,7 +98,10 @@ def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **op
     @functools.wraps(fun)
     def traced(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        watch.on_trace(args, kwargs)
+        try:
+            watch.on_trace(args, kwargs)
+        except Exception as exc:  # a value the watch cannot describe: the trace goes on unwatched
+            stepped_aside("the recompilation watch", function_name(fun), exc, config)
         if config.memory_check and jax_internals.is_top_level_trace():
             from raximport import memory
 

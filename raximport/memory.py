@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from raximport import jax_internals
 from raximport.errors import RaxOutOfMemoryError
-from raximport.report import Report, function_name, note_once, user_location
+from raximport.failsafe import stepped_aside
+from raximport.report import Report, function_name, user_location
 
 if TYPE_CHECKING:
     from raximport.config import Config
@@ -272,8 +273,7 @@ def expect_compile(traced: Callable[..., Any], fun: Callable[..., Any], options:
     try:
         abstract_args, abstract_kwargs = abstract_inputs(args, kwargs, [], None)
     except Exception as exc:  # raximport's failure is never the user's: the step runs unchecked
-        note_once(f"the memory check is off for {function_name(fun)}: its arguments could not be read "
-                  f"({type(exc).__name__}: {exc})")
+        stepped_aside("the memory check (reading the arguments)", function_name(fun), exc, config)
         return
     name = f"jit({getattr(traced, '__name__', '')})"
     _expected.value = Expected(name, fun, options, abstract_args, abstract_kwargs, config)
@@ -294,8 +294,7 @@ def _on_compile(name: str, executable: Any) -> None:
     except RaxOutOfMemoryError:
         raise
     except Exception as exc:  # raximport's failure is never the user's: the step runs unchecked
-        note_once(f"the memory check of {function_name(expected.fun)} failed, so it runs unchecked "
-                  f"({type(exc).__name__}: {exc})")
+        stepped_aside("the memory check", function_name(expected.fun), exc, expected.config)
 
 
 def check_compiled(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],

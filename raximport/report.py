@@ -220,10 +220,12 @@ def note(message: str) -> None:
 _noted: set[str] = set()
 
 
-def note_once(message: str) -> None:
-    """`note`, at most once per message in a process (a failure that would repeat at every step)."""
-    if message not in _noted:
-        _noted.add(message)
+def note_once(message: str, key: str | None = None) -> None:
+    """`note`, at most once per `key` (default: the message) in a process: a failure that would
+    repeat at every step, or for every function, is said once."""
+    key = message if key is None else key
+    if key not in _noted:
+        _noted.add(key)
         note(message)
 
 

@@ -16,6 +16,7 @@ from types import CodeType, ModuleType, TracebackType
 from typing import Callable
 
 from raximport.config import Config
+from raximport.failsafe import stepped_aside
 from raximport.hook import BytecodeCache, load_rewritten
 from raximport.provenance import is_import_machinery, is_raximport_file
 from raximport.report import write_json
@@ -105,17 +106,21 @@ def print_user_exception(exc: BaseException, config: Config, exit_code: int = 1)
     from raximport.report import Report, show
     from raximport.tracebacks import format_exception
 
+    failure = None
     try:
         from raximport.explain import explain
 
         report = explain(exc)
-    except Exception as failure:  # the explanation must never hide the error itself
-        report = Report(kind="error", title=f"{type(exc).__name__}: {exc}", extra={"explain_failed": repr(failure)})
+    except Exception as error:  # the explanation must never hide the error itself
+        failure = error
+        report = Report(kind="error", title=f"{type(exc).__name__}: {exc}", extra={"explain_failed": repr(error)})
     known = report.kind not in ("error", "nan-detected")
     full = config.full_tracebacks
     lines = format_exception(exc, full=full, last_only=known and not full, first_line_only=known and not full)
     show(report, lines, json_path=config.report_json)
     write_json(config.report_json, exit_code)
+    if failure is not None:
+        stepped_aside("the report", type(exc).__name__, failure, config)
 
 
 def _strip_raximport_frames(exc: BaseException) -> None:

@@ -7,12 +7,13 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Iterable
 
 from raximport.config import Config, load_config
 from raximport.errors import RaxWarning
 from raximport.hook import RaxFinder, RaxLoader
+from raximport.report import note
 from raximport.xla_cache import configure as configure_xla_cache
 
 
@@ -92,6 +93,7 @@ def install(
     finder = RaxFinder(config)
     sys.meta_path.insert(0, finder)
     _warn_already_imported(finder)
+    atexit.register(_note_taken_by_earlier_hooks, finder, set(sys.modules))
     return Installation(finder)
 
 
@@ -123,16 +125,37 @@ def uninstall() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, RaxFinder)]
 
 
+def _unchecked(finder: RaxFinder, names: Iterable[str]) -> list[tuple[str, ModuleType]]:
+    """The modules among `names` that `finder` selects but did not load (.py files only)."""
+    found = []
+    for name in names:
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
+        if (name != "__main__" and isinstance(file, str) and file.endswith(".py")
+                and not isinstance(getattr(module, "__loader__", None), RaxLoader)
+                and finder.selects(name, os.path.abspath(file))):
+            found.append((name, module))
+    return found
+
+
+def _note_taken_by_earlier_hooks(finder: RaxFinder, before: set[str]) -> None:
+    """At exit: the user's modules that an import hook ahead of raximport's took (pytest's
+    assertion rewriter under `python -m raximport -m pytest`), so that they were not checked;
+    never silently off. Modules of hooks after raximport's had a note when they were imported."""
+    if finder not in sys.meta_path:
+        return
+    by_hook: dict[str, list[str]] = {}
+    for name, module in _unchecked(finder, set(sys.modules) - before - set(finder.declined)):
+        loader = type(getattr(module, "__loader__", None))
+        by_hook.setdefault(f"{loader.__module__}.{loader.__qualname__}", []).append(name)
+    for hook, names in by_hook.items():
+        shown = ", ".join(sorted(names)[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        note(f"{len(names)} of the modules to check were imported through another import hook ahead of "
+             f"raximport's ({hook}) and were not checked: {shown}")
+
+
 def _warn_already_imported(finder: RaxFinder) -> None:
-    missed = sorted(
-        name
-        for name, module in list(sys.modules.items())
-        if name != "__main__"
-        and isinstance(getattr(module, "__file__", None), str)
-        and module.__file__.endswith(".py")
-        and not isinstance(getattr(module, "__loader__", None), RaxLoader)
-        and finder.selects(name, os.path.abspath(module.__file__))
-    )
+    missed = sorted(name for name, _ in _unchecked(finder, list(sys.modules)))
     if missed:
         shown = ", ".join(missed[:10]) + (f" and {len(missed) - 10} more" if len(missed) > 10 else "")
         warnings.warn(
