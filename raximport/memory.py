@@ -438,32 +438,78 @@ def _donatable_bytes(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) 
 _CATEGORIES = (("parameters", re.compile("param|weight", re.I)), ("optimizer state", re.compile("opt", re.I)))
 
 
-def breakdown(step: Step, footprint: Footprint, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, int]:
-    """Where the bytes go: inputs by kind (from parameter names and batch axes), temporaries, outputs."""
+def _host_share(analysis: Analysis) -> int:
+    """How many times the per-device footprint counts against the budget: on CPU every (forced) host
+    device's share is the one process's memory; an accelerator's budget is its own."""
+    return analysis.devices if analysis.budget.platform == "cpu" else 1
+
+
+def _held(plan: Budget) -> str:
+    """The breakdown's first line: what the budget's owner holds before the step."""
+    return ("held by the process before the step (resident memory)" if plan.platform == "cpu"
+            else "in use on the device before the step")
+
+
+def breakdown(analysis: Analysis) -> dict[str, int]:
+    """Where the predicted peak goes, adding up to it as predict_peak does, so that the reader sees
+    which part a fix can shrink: what is held before the step, the step's own bytes, the reserve."""
+    fp, plan, share = analysis.footprint, analysis.budget, _host_share(analysis)
+    each = f" ({share} devices)" if share > 1 else ""
+    parts = {
+        _held(plan): plan.in_use,
+        f"temporaries{each}": share * fp.temps,
+        f"outputs (not reusing inputs){each}": share * (fp.outputs - fp.aliased),
+        f"generated code{each}": share * fp.code,
+        "CPU runtime reserve (allocator pools, thread stacks)": CPU_RUNTIME_OVERHEAD if plan.platform == "cpu" else 0,
+    }
+    return {k: v for k, v in parts.items() if v}
+
+
+def _input_kinds(step: Step) -> dict[str, int]:
+    """The step's inputs by kind (from parameter names and batch axes): they are part of what is held."""
     try:
         names = list(inspect.signature(inspect.unwrap(step.fun)).parameters)
     except (TypeError, ValueError):
         names = []
     batch_places = {where for where, _ in step.batch_axes}
     parts: dict[str, int] = {}
-    for where, value in [*enumerate(args), *kwargs.items()]:
+    for where, value in [*enumerate(step.args), *step.kwargs.items()]:
         name = names[where] if isinstance(where, int) and where < len(names) else str(where)
         kind = "batch" if where in batch_places else next(
             (label for label, pattern in _CATEGORIES if pattern.search(name)), "other inputs")
         parts[kind] = parts.get(kind, 0) + _bytes_of(value)
-    parts["temporaries"] = footprint.temps
-    parts["outputs (not reusing inputs)"] = footprint.outputs - footprint.aliased
     return {k: v for k, v in parts.items() if v}
+
+
+def _where_the_bytes_go(analysis: Analysis, step: Step) -> list[str]:
+    """The breakdown as report lines, the step's inputs under what is held (they are among it), then the sum."""
+    parts = breakdown(analysis)
+    inputs = _input_kinds(step)
+    lines = ["where the bytes go:"]
+    for kind, size in parts.items():
+        lines.append(f"  {kind}: {format_bytes(size)}")
+        if kind == _held(analysis.budget) and inputs:
+            among = "of which" if sum(inputs.values()) <= size else "all devices together:"
+            lines.append(f"    {among} the step's inputs: " + ", ".join(f"{k} {format_bytes(v)}" for k, v in inputs.items()))
+    lines.append(f"  = predicted peak {format_bytes(sum(parts.values()))}")
+    return lines
+
+
+def _scope(plan: Budget) -> str:
+    """What the budget bounds, so that a limit is not read as the step's alone."""
+    if plan.platform == "cpu":
+        return "on CPU it bounds the whole process (its resident memory: every array, the runtime, Python)"
+    return f"on {plan.platform} it bounds the device's memory (each device has its own)"
 
 
 def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
     plan = analysis.budget
     limit = format_bytes(plan.limit)
     details = [
-        f"predicted peak {format_bytes(analysis.peak)} > budget {limit} ({plan.source}; "
-        f"{format_bytes(plan.in_use)} already in use)",
-        "where the bytes go:",
-        *(f"  {kind}: {format_bytes(size)}" for kind, size in breakdown(step, analysis.footprint, args, kwargs).items()),
+        f"predicted peak {format_bytes(analysis.peak)} > {SAFETY_FRACTION:.0%} of the budget {limit} "
+        f"({format_bytes(plan.usable)})",
+        f"budget: {limit}, {plan.source}; {_scope(plan)}",
+        *_where_the_bytes_go(analysis, step),
         *(["fixes:"] if fixes else []),
         *(f"  {fix.action}: {'about ' if not fix.exact else ''}{format_bytes(fix.predicted)} of {limit}"
           + ("" if fix.predicted <= plan.usable else " (not enough alone)")
@@ -480,8 +526,10 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
             "function": analysis.function,
             "predicted_peak": analysis.peak,
             "budget": plan.limit,
+            "usable": plan.usable,
             "in_use": plan.in_use,
             "budget_source": plan.source,
+            "breakdown": breakdown(analysis),
             "temps": analysis.footprint.temps,
             "outputs": analysis.footprint.outputs,
             "aliased": analysis.footprint.aliased,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from raximport.memory import (
-    CPU_RUNTIME_OVERHEAD, Budget, Footprint, current_rss, find_batch_axes, host_free, predict_peak,
+    CPU_RUNTIME_OVERHEAD, Analysis, Budget, Footprint, Step, breakdown, current_rss, find_batch_axes, format_bytes,
+    host_free, oom_report, predict_peak,
 )
 from tests.helpers import write
 
@@ -98,3 +99,55 @@ def test_memory_report_table(run_python, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     table = result.stderr[result.stderr.index("memory of each compiled function"):]
     assert re.search(r"step\s+[\d.]+ [KMG]?B\s+[\d.]+ [KMG]?B\s+[\d.]+ [KMG]?B\s+[\d.]+ [KMG]?B\s+\d+%", table), table
+
+
+def _analysis(limit: int, in_use: int, footprint: Footprint, platform: str = "cpu", devices: int = 1) -> Analysis:
+    plan = Budget(limit, in_use, "memory_limit from --memory-limit", platform)
+    return Analysis("step", footprint, plan, predict_peak(plan, footprint, devices), devices)
+
+
+def _step(batch_axes: list[tuple[int | str, int]] | None = None) -> Step:
+    import jax
+    import jax.numpy as jnp
+
+    def step(params, opt_state, x):
+        pass
+
+    params = {"w": jax.ShapeDtypeStruct((1000, 1000), jnp.float32)}  # 4 MB
+    opt_state = (params, params)  # 8 MB
+    x = jax.ShapeDtypeStruct((512, 1000), jnp.float32)  # 2 MB
+    return Step(step, {}, (params, opt_state, x), {}, [(2, 0)] if batch_axes is None else batch_axes)
+
+
+def _bytes(line: str) -> float:
+    number, unit = re.search(r"([\d.]+) (GB|MB|KB|B)$", line).groups()
+    return float(number) * {"GB": 1e9, "MB": 1e6, "KB": 1e3, "B": 1}[unit]
+
+
+def test_the_headline_states_the_rule_and_the_bytes_add_up_to_the_peak() -> None:
+    fp = Footprint(arguments=14_000_000, outputs=12_000_000, aliased=0, temps=70_000_000, code=300_000)
+    analysis = _analysis(330_000_000, 213_445_000, fp)
+    assert format_bytes(analysis.peak) == "329.3 MB"  # fits the limit, not its 97%
+    details = oom_report(analysis, [], _step(), _step().args, {}).details
+    assert details[0] == "predicted peak 329.3 MB > 97% of the budget 330.0 MB (320.1 MB)"
+    assert "on CPU it bounds the whole process" in details[1]
+    # every line of where the bytes go, the memory already held and the CPU reserve among them, adds up to the peak
+    assert sum(breakdown(analysis).values()) == analysis.peak
+    start = details.index("where the bytes go:")
+    parts = [line for line in details[start + 1:] if re.match(r"  \w", line)]
+    assert parts[0] == "  held by the process before the step (resident memory): 213.4 MB"
+    assert parts[-1] == f"  CPU runtime reserve (allocator pools, thread stacks): {format_bytes(CPU_RUNTIME_OVERHEAD)}"
+    assert sum(_bytes(line) for line in parts) == pytest.approx(analysis.peak, rel=1e-3)
+    assert details[start + 1 + len(parts) + 1] == "  = predicted peak 329.3 MB"
+    # the step's inputs are among what is held, not added to it
+    assert details[start + 2] == "    of which the step's inputs: parameters 4.0 MB, optimizer state 8.0 MB, batch 2.0 MB"
+
+
+def test_on_a_gpu_the_budget_is_the_device_and_forced_cpu_devices_share_the_host() -> None:
+    fp = Footprint(arguments=0, outputs=10, aliased=0, temps=1000, code=0)
+    gpu = _analysis(10**6, 5000, fp, platform="gpu", devices=4)
+    assert sum(breakdown(gpu).values()) == gpu.peak == 6010
+    assert "on gpu it bounds the device's memory" in oom_report(gpu, [], _step(), (), {}).details[1]
+    cpu = _analysis(10**6, 5000, fp, devices=4)
+    assert breakdown(cpu)["temporaries (4 devices)"] == 4000
+    assert sum(breakdown(cpu).values()) == cpu.peak
