@@ -171,7 +171,7 @@ ANALYSES: list[Analysis] = []
 
 @dataclass
 class Step:
-    """A jitted function at its first trace: how to compile it again at other input shapes."""
+    """A jitted function at its first trace: how to trace and compile it again at other input shapes."""
 
     fun: Callable[..., Any]
     options: dict[str, Any]
@@ -179,12 +179,22 @@ class Step:
     kwargs: dict[str, Any]
     batch_axes: list[tuple[int | str, int]] = field(default_factory=list)
     batch_multiple: int = 1  # batch sizes must divide by this: the shards of the batch axis (mesh data axis)
+    fixed_peak: int | None = None  # the predicted peak no batch size can lower (set by find_fixes)
+    _traces: dict[Any, Any] = field(default_factory=dict, repr=False)
 
-    def compile(self, batch: int | None = None) -> Any:
+    def trace(self, batch: int | None = None) -> Any:
+        """The step traced at batch size `batch` (None: as called), once per size and batch axes:
+        each trace runs the user's Python again."""
         import jax
 
-        args, kwargs = abstract_inputs(self.args, self.kwargs, self.batch_axes, batch)
-        return jax.jit(self.fun, **self.options).lower(*args, **kwargs).compile()
+        key = None if batch is None else (tuple(self.batch_axes), batch)
+        if key not in self._traces:
+            args, kwargs = abstract_inputs(self.args, self.kwargs, self.batch_axes, batch)
+            self._traces[key] = jax.jit(self.fun, **self.options).trace(*args, **kwargs)
+        return self._traces[key]
+
+    def compile(self, batch: int | None = None) -> Any:
+        return self.trace(batch).lower().compile()
 
     @property
     def batch(self) -> int | None:
@@ -379,58 +389,124 @@ class BatchFit:
 
 
 def find_fixes(step: Step, analysis: Analysis, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Fix]:
+    """Every fix with its predicted peak, the most bytes saved first; sets step.fixed_peak, the peak
+    that no batch size can lower."""
+    fp, share = analysis.footprint, _host_share(analysis)
     fixes: list[Fix] = []
-    fp = analysis.footprint
-    if step.batch_axes and (step.batch or 0) >= 2:
-        fit = BatchFit(step, analysis)
-        best = fit.largest_fitting()
-        if best:
-            fixes.append(Fix(f"batch_size {step.batch} -> {best}", fit.peak(best), batch_size=best))
-            accum = next((k for k in range(2, step.batch + 1) if step.batch % k == 0 and step.batch // k <= best
-                          and (step.batch // k) % fit.multiple == 0), None)
-        if best and accum:
-            micro = step.batch // accum
+    fit = BatchFit(step, analysis) if step.batch_axes and (step.batch or 0) >= 2 else None
+    step.fixed_peak = _fixed_peak(analysis, fit)
+    best = fit.largest_fitting() if fit else None
+    if fit and best:
+        fixes.append(Fix(f"batch_size {step.batch} -> {best}", fit.peak(best), batch_size=best))
+        accum = next((k for k in range(2, fit.batch + 1) if fit.batch % k == 0 and fit.batch // k <= best
+                      and (fit.batch // k) % fit.multiple == 0), None)
+        if accum:
+            micro = fit.batch // accum
             gradient_sums = _bytes_of(args[0]) if args else 0  # the accumulated gradients, like the params
-            fixes.append(Fix(f"batch_size {step.batch} -> {micro} with gradient_accumulation_steps={accum} "
-                             f"(the same {step.batch} samples per update)", fit.estimate(micro) + gradient_sums,
+            fixes.append(Fix(f"batch_size {fit.batch} -> {micro} with gradient_accumulation_steps={accum} "
+                             f"(the same {fit.batch} samples per update)", fit.estimate(micro) + gradient_sums,
                              exact=False))
-    if fp.aliased == 0:
-        saved = _donatable_bytes(step, args, kwargs)
+    outputs = _traced_outputs(step)
+    if fp.aliased == 0 and outputs is not None:
+        saved = _donatable_bytes(step, outputs)
         if saved:
             fixes.append(Fix("donate the parameters and optimizer state (jax.jit(..., donate_argnums=...)) so "
                              "their updated copies reuse the same buffers", analysis.peak - saved, exact=False))
     if fp.temps:  # both act on the temporaries (activations) alone
-        fixes.append(Fix("compute in bfloat16, keeping parameters in float32 (activations take about half)",
-                         analysis.peak - fp.temps // 2, exact=False))
+        dtype = _compute_dtype(step)
+        if dtype is not None and dtype.itemsize >= 4:  # never a dtype the step already computes in
+            fixes.append(Fix(f"compute in bfloat16, keeping parameters in float32 (the step computes in {dtype}: "
+                             "activations take about half)", analysis.peak - share * fp.temps // 2, exact=False))
         fixes.append(Fix("rematerialise: jax.checkpoint around each block recomputes activations in the backward "
                          "pass instead of storing them", None, exact=False))
-    return fixes
+    return sorted(fixes, key=lambda f: (f.predicted is None, f.predicted or 0))
+
+
+def _fixed_peak(analysis: Analysis, fit: BatchFit | None) -> int:
+    """The predicted peak that no batch size lowers: what is held before the step, the CPU reserve, the
+    code, and, with a fit, the part of the step that does not grow with the batch (its intercept)."""
+    plan = analysis.budget
+    floor = plan.in_use + _host_share(analysis) * analysis.footprint.code
+    floor += CPU_RUNTIME_OVERHEAD if plan.platform == "cpu" else 0
+    return max(floor, fit.estimate(0)) if fit else floor
 
 
 def _bytes_of(tree: Any) -> int:
+    return sum(int(math.prod(x.shape)) * x.dtype.itemsize for x in _arrays(tree))
+
+
+def _arrays(tree: Any) -> list[Any]:
+    """The leaves of `tree` with a shape and a dtype: arrays, tracers, ShapeDtypeStructs."""
     import jax
 
-    return sum(int(math.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype"))
+    return [x for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "shape") and hasattr(x, "dtype")]
 
 
-def _donatable_bytes(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """Bytes of inputs that come back as outputs of the same shape and dtype (params, optimizer state)."""
-    import jax
-
+def _traced_outputs(step: Step) -> Any:
+    """The step's outputs as traced (ShapeDtypeStructs), or None if it cannot be traced again."""
     try:
-        out = jax.jit(step.fun, **step.options).eval_shape(*abstract_inputs(args, kwargs, [], None)[0], **kwargs)
+        return step.trace().out_info
     except Exception:
-        return 0
+        return None
+
+
+def _donatable_bytes(step: Step, outputs: Any) -> int:
+    """Bytes of inputs that come back as outputs of the same shape and dtype (params, optimizer state);
+    scalars left out: donating them saves nothing."""
     outs: dict[tuple[Any, ...], int] = {}
-    for leaf in jax.tree_util.tree_leaves(out):
-        outs[(leaf.shape, leaf.dtype)] = outs.get((leaf.shape, leaf.dtype), 0) + 1
+    for leaf in _arrays(outputs):
+        outs[(tuple(leaf.shape), leaf.dtype)] = outs.get((tuple(leaf.shape), leaf.dtype), 0) + 1
     saved = 0
-    for leaf in jax.tree_util.tree_leaves((args, kwargs)):
-        key = (getattr(leaf, "shape", None), getattr(leaf, "dtype", None))
-        if isinstance(leaf, jax.core.Tracer) and outs.get(key, 0) > 0:
+    for leaf in _arrays((step.args, step.kwargs)):
+        key = (tuple(leaf.shape), leaf.dtype)
+        if leaf.shape and outs.get(key, 0) > 0:
             outs[key] -= 1
-            saved += int(math.prod(leaf.shape)) * leaf.dtype.itemsize
+            saved += _bytes_of(leaf)
     return saved
+
+
+def _compute_dtype(step: Step) -> Any:
+    """The floating dtype the step computes in: the one holding most bytes of its matmuls' results
+    (dot_general, convolutions) as traced, else of all its float values, else of its float arguments
+    (when it cannot be traced again); None when it has no floats. A mixed-precision step keeps float32
+    parameters and still computes in bfloat16."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    matmuls: dict[Any, int] = {}
+    floats: dict[Any, int] = {}
+    try:
+        _float_bytes(step.trace().jaxpr.jaxpr, matmuls, floats)
+    except Exception:
+        pass
+    arguments: dict[Any, int] = {}
+    for leaf in _arrays((step.args, step.kwargs)):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            arguments[leaf.dtype] = arguments.get(leaf.dtype, 0) + _bytes_of(leaf)
+    counts = matmuls or floats or arguments
+    return np.dtype(max(counts, key=counts.__getitem__)) if counts else None
+
+
+_MATMULS = ("dot_general", "conv_general_dilated")
+
+
+def _float_bytes(jaxpr: Any, matmuls: dict[Any, int], floats: dict[Any, int]) -> None:
+    """Add the bytes of every floating-point value `jaxpr` computes (nested jaxprs included) by dtype."""
+    import jax.numpy as jnp
+
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            aval = var.aval
+            if hasattr(aval, "dtype") and jnp.issubdtype(aval.dtype, jnp.floating):
+                size = int(math.prod(aval.shape)) * aval.dtype.itemsize
+                floats[aval.dtype] = floats.get(aval.dtype, 0) + size
+                if eqn.primitive.name in _MATMULS:
+                    matmuls[aval.dtype] = matmuls.get(aval.dtype, 0) + size
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(inner, "eqns"):
+                    _float_bytes(inner, matmuls, floats)
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -510,10 +586,8 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
         f"({format_bytes(plan.usable)})",
         f"budget: {limit}, {plan.source}; {_scope(plan)}",
         *_where_the_bytes_go(analysis, step),
-        *(["fixes:"] if fixes else []),
-        *(f"  {fix.action}: {'about ' if not fix.exact else ''}{format_bytes(fix.predicted)} of {limit}"
-          + ("" if fix.predicted <= plan.usable else " (not enough alone)")
-          if fix.predicted is not None else f"  {fix.action}" for fix in fixes),
+        *(["fixes, most bytes saved first:"] if fixes else []),
+        *(_fix_line(fix, analysis) for fix in fixes),
     ]
     best = next((f for f in fixes if f.batch_size), None)
     return Report(
@@ -521,7 +595,7 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
         title=f"{analysis.function} would run out of memory: refused before running it",
         where=user_location(),
         details=tuple(details),
-        fix=_main_fix(fixes, best, step, plan),
+        fix=_main_fix(analysis, fixes, step),
         extra={
             "function": analysis.function,
             "predicted_peak": analysis.peak,
@@ -536,27 +610,59 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
             "arguments": analysis.footprint.arguments,
             "batch_size": step.batch,
             "suggested_batch_size": best.batch_size if best else None,
-            "fixes": [{"action": f.action, "predicted": f.predicted, "exact": f.exact} for f in fixes],
+            "fixed_peak": step.fixed_peak,
+            "fixes": [{"action": f.action, "predicted": f.predicted, "exact": f.exact, "batch_size": f.batch_size}
+                      for f in fixes],
         },
     )
 
 
-def _main_fix(fixes: list[Fix], best: Fix | None, step: Step, plan: Budget) -> str:
-    """The one fix to lead with: the batch that fits, else the first fix predicted to fit, else
-    what no fix of the step can change (memory already held), else the first fix to combine."""
-    limit = format_bytes(plan.limit)
-    if best:
-        return f"batch_size {step.batch} -> {best.batch_size} fits: {format_bytes(best.predicted or 0)} of {limit}"
-    fitting = next((f for f in fixes if f.predicted is not None and f.predicted <= plan.usable), None)
-    if fitting:
-        return fitting.action
-    if plan.in_use >= plan.usable:
-        return (f"the process already holds {format_bytes(plan.in_use)}, more than the budget of {limit}, before "
-                "this step allocates anything: free the arrays it no longer needs (del them, or donate them to "
-                "the jitted step), or give it more memory (--memory-limit)")
-    if not fixes:
-        return ""
-    return f"no single fix is predicted to fit: combine them, starting with: {fixes[0].action}"
+def _fix_line(fix: Fix, analysis: Analysis) -> str:
+    if fix.predicted is None:
+        return f"  {fix.action}"
+    enough = "" if fix.predicted <= analysis.budget.usable else " (not enough alone)"
+    return (f"  {fix.action}: {'about ' if not fix.exact else ''}{format_bytes(fix.predicted)}, "
+            f"{format_bytes(analysis.peak - fix.predicted)} less{enough}")
+
+
+def _main_fix(analysis: Analysis, fixes: list[Fix], step: Step) -> str:
+    """The one fix to lead with: the batch size that fits, else the fix predicted to fit that saves
+    most; else, when what is held plus what the step needs at any batch size is over the budget,
+    that no change to the batch fits and what does; else the largest saving, said to be not enough."""
+    plan = analysis.budget
+    fitting = [f for f in fixes if f.predicted is not None and f.predicted <= plan.usable]
+    best = next((f for f in fitting if f.batch_size), fitting[0] if fitting else None)
+    if best and best.predicted is not None:
+        about = "" if best.exact else "about "
+        return f"{best.action} fits: {about}{format_bytes(best.predicted)} of {format_bytes(plan.limit)}"
+    usable = f"over {SAFETY_FRACTION:.0%} of the budget ({format_bytes(plan.usable)})"
+    owner = "process" if plan.platform == "cpu" else "device"
+    held = f"the {owner} holds {format_bytes(plan.in_use)} before this step allocates anything"
+    if plan.in_use > plan.usable:
+        return f"no change to the step can fit: {held}, {usable}. What fits: {_what_fits(analysis)}"
+    fixed = step.fixed_peak
+    if fixed is not None and fixed > plan.usable:
+        parts = ["code"] + (["the CPU runtime reserve"] if plan.platform == "cpu" else [])
+        if step.batch_axes:  # the fit's intercept: what the temporaries and outputs hold at any batch size
+            parts.insert(0, "gradients, updated parameters and optimizer state")
+        return (f"no batch size fits: {held}, and what the step needs at any batch size ({', '.join(parts)}) "
+                f"brings that to {format_bytes(fixed)}, {usable}. What fits: {_what_fits(analysis)}")
+    saving = next(((f.action, f.predicted) for f in fixes if f.predicted is not None), None)  # fixes: most saved first
+    largest = f"the largest saving, {saving[0]}, leaves {format_bytes(saving[1])}; " if saving else ""
+    return f"no fix of the step is predicted to fit alone: {largest}what fits: {_what_fits(analysis)}"
+
+
+def _what_fits(analysis: Analysis) -> str:
+    """What fits when nothing about the step does: more memory, fewer arrays held, or the state spread
+    over more memory (on CPU forced host devices share this process's memory, so other machines)."""
+    plan = analysis.budget
+    need = format_bytes(math.ceil(analysis.peak / SAFETY_FRACTION))
+    free = "freeing the arrays it holds and no longer needs (del them, or donate them to the jitted step)"
+    if plan.platform == "cpu":
+        return (f"a budget of at least {need} for the whole process (--memory-limit, or more free memory), {free}, "
+                "or sharding the parameters and optimizer state across machines (jax.distributed)")
+    return (f"a device with at least {need}, {free}, or sharding the parameters and optimizer state over more "
+            "devices (jax.sharding)")
 
 
 def memory_table() -> Report:

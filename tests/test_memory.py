@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from raximport.memory import (
-    CPU_RUNTIME_OVERHEAD, Analysis, Budget, Footprint, Step, breakdown, current_rss, find_batch_axes, format_bytes,
-    host_free, oom_report, predict_peak,
+    CPU_RUNTIME_OVERHEAD, Analysis, Budget, Footprint, Step, breakdown, current_rss, find_batch_axes, find_fixes,
+    format_bytes, host_free, oom_report, predict_peak,
 )
 from tests.helpers import write
 
@@ -151,3 +153,73 @@ def test_on_a_gpu_the_budget_is_the_device_and_forced_cpu_devices_share_the_host
     cpu = _analysis(10**6, 5000, fp, devices=4)
     assert breakdown(cpu)["temporaries (4 devices)"] == 4000
     assert sum(breakdown(cpu).values()) == cpu.peak
+
+
+class FakeCompiled:
+    """A compiled step whose temporaries are `fixed + per_row * batch` bytes (no XLA compile)."""
+
+    def __init__(self, batch: int, fixed: int, per_row: int) -> None:
+        self.temps = fixed + per_row * batch
+
+    def memory_analysis(self) -> SimpleNamespace:
+        return SimpleNamespace(argument_size_in_bytes=0, output_size_in_bytes=0, alias_size_in_bytes=0,
+                               temp_size_in_bytes=self.temps, generated_code_size_in_bytes=0)
+
+
+def _faked(step: Step, fixed: int, per_row: int) -> Step:
+    step.compile = lambda batch=None: FakeCompiled(step.batch if batch is None else batch, fixed, per_row)  # type: ignore[method-assign]
+    return step
+
+
+def test_when_the_fixed_part_does_not_fit_no_batch_is_suggested_and_nothing_says_combine() -> None:
+    """250 MB held + 32 MiB CPU reserve + 30 MB of the step that does not shrink with the batch > 97% of 300 MB."""
+    step = _faked(_step(), fixed=30_000_000, per_row=100_000)
+    analysis = _analysis(300_000_000, 250_000_000, Footprint.of(step.compile()))
+    fixes = find_fixes(step, analysis, step.args, {})
+    assert not any(f.batch_size for f in fixes)
+    report = oom_report(analysis, fixes, step, step.args, {})
+    assert "combine" not in report.fix
+    assert report.fix.startswith("no batch size fits: the process holds 250.0 MB before this step allocates anything")
+    assert "313.6 MB, over 97% of the budget (291.0 MB)" in report.fix
+    for remedy in ("--memory-limit", "del them", "sharding the parameters and optimizer state"):
+        assert remedy in report.fix
+    assert report.extra["suggested_batch_size"] is None
+    assert step.fixed_peak == report.extra["fixed_peak"] == 250_000_000 + CPU_RUNTIME_OVERHEAD + 30_000_000
+
+
+def test_fixes_are_ordered_by_bytes_saved() -> None:
+    step = _faked(_step(), fixed=0, per_row=100_000)
+    analysis = _analysis(150_000_000, 40_000_000, Footprint.of(step.compile()))
+    fixes = find_fixes(step, analysis, step.args, {})
+    estimated = [f.predicted for f in fixes if f.predicted is not None]
+    assert len(estimated) >= 3 and estimated == sorted(estimated)
+    assert fixes[-1].predicted is None  # not estimated: last
+    # the batch size that fits leads the report even where other fixes save more
+    assert not fixes[0].batch_size
+    report = oom_report(analysis, fixes, step, step.args, {})
+    assert report.fix.startswith(f"batch_size 512 -> {report.extra['suggested_batch_size']} fits")
+
+
+def _dtype_step(params_dtype: Any, compute_dtype: Any) -> Step:
+    import jax
+    import jax.numpy as jnp
+
+    def step(params, x):
+        h = jnp.tanh(x.astype(compute_dtype) @ params["w"].astype(compute_dtype))
+        return (h.astype(jnp.float32) ** 2).mean()
+
+    params = {"w": jax.ShapeDtypeStruct((256, 256), params_dtype)}
+    return Step(step, {}, (params, jax.ShapeDtypeStruct((64, 256), compute_dtype)), {}, [])
+
+
+@pytest.mark.parametrize("params_dtype, compute_dtype, suggested", [
+    ("float32", "float32", True), ("bfloat16", "bfloat16", False),
+    ("float32", "bfloat16", False),  # mixed precision: float32 parameters, bfloat16 matmuls (gpt's dtype=bfloat16)
+])
+def test_bfloat16_is_never_suggested_to_a_step_that_computes_in_it(params_dtype: str, compute_dtype: str, suggested: bool) -> None:
+    import jax.numpy as jnp
+
+    step = _dtype_step(getattr(jnp, params_dtype), getattr(jnp, compute_dtype))
+    analysis = _analysis(10**8, 10**8, Footprint(arguments=0, outputs=4, aliased=0, temps=10**6, code=0))
+    actions = [f.action for f in find_fixes(step, analysis, step.args, {})]
+    assert any("bfloat16" in a for a in actions) == suggested, actions
