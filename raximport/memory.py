@@ -17,6 +17,7 @@ import math
 import os
 import re
 import typing
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -179,6 +180,7 @@ class Step:
     kwargs: dict[str, Any]
     batch_axes: list[tuple[int | str, int]] = field(default_factory=list)
     batch_multiple: int = 1  # batch sizes must divide by this: the shards of the batch axis (mesh data axis)
+    batch_origin: str = ""  # how the batch axis was found and checked, for the report (set by find_fixes)
     fixed_peak: int | None = None  # the predicted peak no batch size can lower (set by find_fixes)
     _traces: dict[Any, Any] = field(default_factory=dict, repr=False)
 
@@ -198,9 +200,14 @@ class Step:
 
     @property
     def batch(self) -> int | None:
+        """The batch size of the call: the first batch axis's size (an argument may be a dict of arrays)."""
+        import jax
+
         for where, axis in self.batch_axes:
             value = self.args[where] if isinstance(where, int) else self.kwargs[where]
-            return int(value.shape[axis])
+            for leaf in jax.tree_util.tree_leaves(value):
+                if len(getattr(leaf, "shape", ())) > axis:
+                    return int(leaf.shape[axis])
         return None
 
 
@@ -214,7 +221,7 @@ def abstract_inputs(
         if not isinstance(value, jax.core.Tracer):
             return value
         shape = list(value.shape)
-        if axis is not None and batch is not None:
+        if axis is not None and batch is not None and axis < len(shape):  # a scalar beside the batch stays
             shape[axis] = batch
         return _abstract(value, tuple(shape))
 
@@ -225,16 +232,24 @@ def abstract_inputs(
 
 
 def find_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[int | str, int]]:
+    """(argument position or name, axis) of the batch: every axis the annotations call `batch`, else
+    the likeliest axis inferred from the call (batch_guesses), which find_fixes checks by compiling."""
+    annotated = annotated_batch_axes(fun, args, kwargs)
+    if annotated:
+        return annotated
+    guesses = batch_guesses(fun, args, kwargs)
+    return guesses[0].axes if guesses else []
+
+
+def annotated_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...],
+                         kwargs: dict[str, Any]) -> list[tuple[int | str, int]]:
     """(argument position or name, axis) of every array argument whose annotation names a `batch` axis."""
     target = inspect.unwrap(fun)
     try:
         hints = typing.get_type_hints(target)
     except Exception:
         hints = getattr(target, "__annotations__", {})
-    try:
-        names = list(inspect.signature(target).parameters)
-    except (TypeError, ValueError):
-        return []
+    names = _parameter_names(fun)
     found: list[tuple[int | str, int]] = []
     for where, name in [*enumerate(names[: len(args)]), *((k, k) for k in kwargs)]:
         hint = hints.get(name)
@@ -249,6 +264,67 @@ def find_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
             if token in BATCH_NAMES and not any(t.startswith(("*", "...")) for t in tokens[:axis]):
                 found.append((where, axis))
     return found
+
+
+def _parameter_names(fun: Callable[..., Any]) -> list[str]:
+    """The names of `fun`'s parameters, to name its arguments in reports (none if it has no signature)."""
+    try:
+        return list(inspect.signature(inspect.unwrap(fun)).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+# names that mark an argument as parameters or state rather than data, for ranking batch guesses
+_PARAMETER_NAMES = re.compile(r"param|weight|^w\d*$|opt|state|model|key|rng", re.I)
+
+
+@dataclass(frozen=True)
+class BatchGuess:
+    """A leading axis that some arguments' arrays all share (the data) and the other arguments'
+    arrays do not all share (the parameters): the batch axis of an unannotated step."""
+
+    size: int
+    data: tuple[int | str, ...]  # argument positions or names
+    leaves: tuple[str, ...]  # the data's arrays as the user writes them: batch['image']
+    others: tuple[str, ...]  # the arguments with arrays but without that axis: params, opt_state
+
+    @property
+    def axes(self) -> list[tuple[int | str, int]]:
+        return [(where, 0) for where in self.data]
+
+    def describe(self) -> str:
+        others = f", and {', '.join(self.others)} {'do' if len(self.others) > 1 else 'does'} not" if self.others else ""
+        return (f"axis 0 of {', '.join(self.leaves)} (size {self.size}), inferred from the call: the leading axis "
+                f"the data shares{others}")
+
+
+def batch_guesses(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[BatchGuess]:
+    """Every leading size that all the arrays of some arguments share, likeliest batch first: data-like
+    names before parameter-like ones (params, opt_state, key), more arrays first, later arguments first
+    (data usually comes after the parameters). Scalars and static values are neither."""
+    import jax
+
+    names = _parameter_names(fun)
+    places = [*enumerate(args), *kwargs.items()]
+    labels: dict[int | str, str] = {}
+    by_size: dict[int, list[int | str]] = {}
+    leaf_names: dict[int | str, list[str]] = {}
+    for where, value in places:
+        label = names[where] if isinstance(where, int) and where < len(names) else str(where)
+        flat = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]
+                if len(getattr(leaf, "shape", ())) >= 1]
+        if not flat:
+            continue
+        labels[where] = label
+        sizes = {int(leaf.shape[0]) for _, leaf in flat}
+        if len(sizes) == 1 and (size := sizes.pop()) >= 2:
+            by_size.setdefault(size, []).append(where)
+            leaf_names[where] = [label + jax.tree_util.keystr(path) for path, _ in flat]
+    order = {where: i for i, (where, _) in enumerate(places)}
+    guesses = [BatchGuess(size, tuple(data), tuple(n for w in data for n in leaf_names[w]),
+                          tuple(labels[w] for w in labels if w not in data)) for size, data in by_size.items()]
+    return sorted(guesses, key=lambda g: (sum(bool(_PARAMETER_NAMES.search(labels[w])) for w in g.data),
+                                          -len(g.leaves), -max(order[w] for w in g.data)))
 
 
 def traced_call(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -382,31 +458,43 @@ class BatchFit:
         for _ in range(4):
             if guess < 1:
                 return None
-            if self.peak(guess) <= usable:
+            try:
+                peak = self.peak(guess)
+            except Exception:  # a size the step does not compile at (a reshape that needs another multiple)
+                return None
+            if peak <= usable:
                 return guess
-            guess = self.round_down(min(guess - 1, math.floor(guess - (self.peak(guess) - usable) / self.slope)))
+            guess = self.round_down(min(guess - 1, math.floor(guess - (peak - usable) / self.slope)))
         return None
 
 
 def find_fixes(step: Step, analysis: Analysis, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Fix]:
-    """Every fix with its predicted peak, the most bytes saved first; sets step.fixed_peak, the peak
-    that no batch size can lower."""
+    """Every fix with its predicted peak, the most bytes saved first. Settles the step's batch axis
+    (checked by compiling) and sets step.batch_origin and step.fixed_peak, the peak no batch size lowers."""
     fp, share = analysis.footprint, _host_share(analysis)
     fixes: list[Fix] = []
-    fit = BatchFit(step, analysis) if step.batch_axes and (step.batch or 0) >= 2 else None
+    fit = _batch_fit(step, analysis)
     step.fixed_peak = _fixed_peak(analysis, fit)
+    outputs = _traced_outputs(step)
+    evaluation = _is_evaluation(step, outputs)
     best = fit.largest_fitting() if fit else None
-    if fit and best:
-        fixes.append(Fix(f"batch_size {step.batch} -> {best}", fit.peak(best), batch_size=best))
+    if fit:
+        compiled = [str(b) for b in sorted(fit.peaks) if b != fit.batch]
+        step.batch_origin += f"; checked by compiling the step at {' and '.join(compiled)}"
+    if fit and best and evaluation:
+        fixes.append(Fix(f"evaluate in batches of {best}: {analysis.function} on {best} rows of {_data_names(step)} "
+                         "at a time, combining the results (add sums, weight means by rows)",
+                         fit.peak(best), batch_size=best))
+    elif fit and best:
+        fixes.append(Fix(f"batch_size {fit.batch} -> {best}", fit.peak(best), batch_size=best))
         accum = next((k for k in range(2, fit.batch + 1) if fit.batch % k == 0 and fit.batch // k <= best
                       and (fit.batch // k) % fit.multiple == 0), None)
         if accum:
             micro = fit.batch // accum
-            gradient_sums = _bytes_of(args[0]) if args else 0  # the accumulated gradients, like the params
+            gradient_sums = _bytes_of(_parameters(step))  # the accumulated gradients, like the parameters
             fixes.append(Fix(f"batch_size {fit.batch} -> {micro} with gradient_accumulation_steps={accum} "
                              f"(the same {fit.batch} samples per update)", fit.estimate(micro) + gradient_sums,
                              exact=False))
-    outputs = _traced_outputs(step)
     if fp.aliased == 0 and outputs is not None:
         saved = _donatable_bytes(step, outputs)
         if saved:
@@ -417,9 +505,66 @@ def find_fixes(step: Step, analysis: Analysis, args: tuple[Any, ...], kwargs: di
         if dtype is not None and dtype.itemsize >= 4:  # never a dtype the step already computes in
             fixes.append(Fix(f"compute in bfloat16, keeping parameters in float32 (the step computes in {dtype}: "
                              "activations take about half)", analysis.peak - share * fp.temps // 2, exact=False))
-        fixes.append(Fix("rematerialise: jax.checkpoint around each block recomputes activations in the backward "
-                         "pass instead of storing them", None, exact=False))
+        if not evaluation:  # no backward pass, nothing to recompute
+            fixes.append(Fix("rematerialise: jax.checkpoint around each block recomputes activations in the "
+                             "backward pass instead of storing them", None, exact=False))
     return sorted(fixes, key=lambda f: (f.predicted is None, f.predicted or 0))
+
+
+def _batch_fit(step: Step, analysis: Analysis) -> BatchFit | None:
+    """The fit along the step's batch axis, kept only if the step compiles at a smaller size and needs
+    less there; an inferred axis that does not is dropped for the next guess. Sets step.batch_axes to
+    the axis kept (none: empty) and step.batch_origin to how it was found."""
+    annotated = annotated_batch_axes(step.fun, step.args, step.kwargs)
+    choices: list[tuple[list[tuple[int | str, int]], BatchGuess | str]] = (
+        [(annotated, "named `batch` by the annotations")] if annotated
+        else [(g.axes, g) for g in batch_guesses(step.fun, step.args, step.kwargs)])
+    if step.batch_axes not in [axes for axes, _ in choices]:
+        choices.insert(0, (step.batch_axes, "as given"))
+    choices.sort(key=lambda choice: choice[0] != step.batch_axes)  # the step's own first (the sort is stable)
+    for axes, reason in choices:
+        step.batch_axes = axes
+        if not axes or (step.batch or 0) <= max(1, step.batch_multiple):
+            continue
+        try:
+            fit = BatchFit(step, analysis)
+        except Exception:  # not the batch after all: the step does not compile at another size
+            continue
+        if fit.slope > 0:
+            step.batch_origin = reason.describe() if isinstance(reason, BatchGuess) else (
+                f"axis {', '.join(f'{axis} of {name}' for name, axis in _axis_names(step))} (size {step.batch}), "
+                f"{reason}")
+            return fit
+    step.batch_axes = []
+    return None
+
+
+def _axis_names(step: Step) -> list[tuple[str, int]]:
+    """(argument name, axis) of each batch axis, for the report."""
+    names = _parameter_names(step.fun)
+    return [(names[w] if isinstance(w, int) and w < len(names) else str(w), axis) for w, axis in step.batch_axes]
+
+
+def _data_names(step: Step) -> str:
+    """The arguments holding the batch, as the user named them: what to slice."""
+    return ", ".join(dict.fromkeys(name for name, _ in _axis_names(step)))
+
+
+def _parameters(step: Step) -> Any:
+    """The first argument with arrays besides the data: the parameters, by the usual order of a step's arguments."""
+    data = {where for where, _ in step.batch_axes}
+    places = [*enumerate(step.args), *step.kwargs.items()]
+    return next((value for where, value in places if where not in data and _arrays(value)), None)
+
+
+def _is_evaluation(step: Step, outputs: Any) -> bool:
+    """A single call over a whole split, as in evaluation: no argument but the data comes back (no
+    parameter updated) and the outputs are much smaller than the data (a loss, an accuracy, a few logits)."""
+    if outputs is None or not step.batch_axes:
+        return False
+    data = {where for where, _ in step.batch_axes}
+    data_bytes = sum(_bytes_of(step.args[w] if isinstance(w, int) else step.kwargs[w]) for w in data)
+    return _donatable_bytes(step, outputs, skip=data) == 0 and 8 * _bytes_of(outputs) <= data_bytes
 
 
 def _fixed_peak(analysis: Analysis, fit: BatchFit | None) -> int:
@@ -450,18 +595,21 @@ def _traced_outputs(step: Step) -> Any:
         return None
 
 
-def _donatable_bytes(step: Step, outputs: Any) -> int:
-    """Bytes of inputs that come back as outputs of the same shape and dtype (params, optimizer state);
-    scalars left out: donating them saves nothing."""
+def _donatable_bytes(step: Step, outputs: Any, skip: Container[int | str] = ()) -> int:
+    """Bytes of inputs (but those in `skip`) that come back as outputs of the same shape and dtype
+    (params, optimizer state); scalars left out: donating them saves nothing."""
     outs: dict[tuple[Any, ...], int] = {}
     for leaf in _arrays(outputs):
         outs[(tuple(leaf.shape), leaf.dtype)] = outs.get((tuple(leaf.shape), leaf.dtype), 0) + 1
     saved = 0
-    for leaf in _arrays((step.args, step.kwargs)):
-        key = (tuple(leaf.shape), leaf.dtype)
-        if leaf.shape and outs.get(key, 0) > 0:
-            outs[key] -= 1
-            saved += _bytes_of(leaf)
+    for where, value in [*enumerate(step.args), *step.kwargs.items()]:
+        if where in skip:
+            continue
+        for leaf in _arrays(value):
+            key = (tuple(leaf.shape), leaf.dtype)
+            if leaf.shape and outs.get(key, 0) > 0:
+                outs[key] -= 1
+                saved += _bytes_of(leaf)
     return saved
 
 
@@ -566,7 +714,8 @@ def _where_the_bytes_go(analysis: Analysis, step: Step) -> list[str]:
         lines.append(f"  {kind}: {format_bytes(size)}")
         if kind == _held(analysis.budget) and inputs:
             among = "of which" if sum(inputs.values()) <= size else "all devices together:"
-            lines.append(f"    {among} the step's inputs: " + ", ".join(f"{k} {format_bytes(v)}" for k, v in inputs.items()))
+            kinds = ", ".join(f"{k} {format_bytes(v)}" for k, v in inputs.items())
+            lines.append(f"    {among} the step's inputs: {kinds}")
     lines.append(f"  = predicted peak {format_bytes(sum(parts.values()))}")
     return lines
 
@@ -585,6 +734,7 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
         f"predicted peak {format_bytes(analysis.peak)} > {SAFETY_FRACTION:.0%} of the budget {limit} "
         f"({format_bytes(plan.usable)})",
         f"budget: {limit}, {plan.source}; {_scope(plan)}",
+        *([f"batch axis: {step.batch_origin}"] if step.batch_origin else []),
         *_where_the_bytes_go(analysis, step),
         *(["fixes, most bytes saved first:"] if fixes else []),
         *(_fix_line(fix, analysis) for fix in fixes),

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from raximport import memory
 from raximport.memory import (
     CPU_RUNTIME_OVERHEAD, Analysis, Budget, Footprint, Step, breakdown, current_rss, find_batch_axes, find_fixes,
     format_bytes, host_free, oom_report, predict_peak,
@@ -39,6 +40,37 @@ try:
     params, state = step(params, state, x)
 except MemoryError as exc:
     print("alive", not params["w1"].is_deleted(), "suggested", exc.suggested_batch_size, "peak", exc.predicted_peak, "budget", exc.budget)
+    raise
+print("ran", float(params["w1"][0, 0]))
+"""
+
+
+# no annotations at all: the batch is a dict whose arrays share a leading axis the parameters do not
+DICT_STEP = """
+import sys
+import jax, jax.numpy as jnp, optax
+
+opt = optax.adam(1e-3)
+
+def loss(params, batch):
+    images = batch["image"].reshape(batch["image"].shape[0], -1)
+    logits = jax.nn.relu(images @ params["w1"] + params["b1"]) @ params["w2"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
+@jax.jit
+def train_step(params, opt_state, batch):
+    grads = jax.grad(loss)(params, batch)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+params = {"w1": jnp.full((784, 4096), 0.01), "b1": jnp.zeros(4096), "w2": jnp.zeros((4096, 10))}
+state = opt.init(params)
+n = int(sys.argv[1])
+batch = {"image": jnp.ones((n, 28, 28, 1)), "label": jnp.zeros((n,), jnp.int32)}
+try:
+    params, state = train_step(params, state, batch)
+except MemoryError as exc:
+    print("suggested", exc.suggested_batch_size)
     raise
 print("ran", float(params["w1"][0, 0]))
 """
@@ -223,3 +255,86 @@ def test_bfloat16_is_never_suggested_to_a_step_that_computes_in_it(params_dtype:
     analysis = _analysis(10**8, 10**8, Footprint(arguments=0, outputs=4, aliased=0, temps=10**6, code=0))
     actions = [f.action for f in find_fixes(step, analysis, step.args, {})]
     assert any("bfloat16" in a for a in actions) == suggested, actions
+
+
+def test_the_batch_axis_is_inferred_from_an_unannotated_call() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    S = jax.ShapeDtypeStruct
+    params = {"w1": S((784, 128), jnp.float32), "b1": S((128,), jnp.float32), "w2": S((128, 10), jnp.float32)}
+    opt_state = (S((), jnp.int32), params, params)
+    batch = {"image": S((128, 28, 28, 1), jnp.float32), "label": S((128,), jnp.int32)}
+
+    def train_step(params, opt_state, batch):
+        pass
+
+    # the leading axis both of batch's arrays have and params' and opt_state's do not all have
+    assert find_batch_axes(train_step, (params, opt_state, batch), {}) == [(2, 0)]
+    [guess] = memory.batch_guesses(train_step, (params, opt_state, batch), {})
+    assert guess.describe() == ("axis 0 of batch['image'], batch['label'] (size 128), inferred from the call: "
+                                "the leading axis the data shares, and params, opt_state do not")
+    assert find_batch_axes(train_step, (params, opt_state), {"batch": batch}) == [("batch", 0)]
+
+    def step(w, x):
+        pass
+
+    # one array each: the data-like name first (the other guess stays, for when this one does not compile)
+    assert find_batch_axes(step, (S((1024, 4096), jnp.float32), S((4096, 1024), jnp.float32)), {}) == [(1, 0)]
+
+
+def test_a_guess_that_does_not_compile_at_another_size_is_dropped_and_a_whole_split_is_evaluated_in_batches() -> None:
+    """f(c, a): the later argument `a` is guessed first, but `c @ a` does not compile with fewer rows of
+    `a`; the rows of `c` are the batch. Nothing comes back updated and the output is a scalar: an
+    evaluation, so the fix is to evaluate in batches, at a size that was compiled and fits."""
+    import jax
+    import jax.numpy as jnp
+
+    def f(c, a):
+        return jnp.sort(c @ a, axis=0)[0].sum()  # a sort XLA cannot fuse away: temporaries grow with c's rows
+
+    seen: dict[str, Any] = {}
+
+    def call(c, a):
+        step = Step(f, {}, (c, a), {}, find_batch_axes(f, (c, a), {}))
+        seen["guessed"] = list(step.batch_axes)
+        footprint = Footprint.of(step.compile())
+        plan = Budget(int(footprint.step / 2 / 0.97), 0, "test", "gpu")
+        analysis = Analysis("f", footprint, plan, predict_peak(plan, footprint))
+        seen["fixes"] = find_fixes(step, analysis, step.args, {})
+        seen["report"] = oom_report(analysis, seen["fixes"], step, step.args, {})
+        seen["step"], seen["usable"] = step, plan.usable
+        return f(c, a)
+
+    jax.eval_shape(call, jax.ShapeDtypeStruct((4096, 64), jnp.float32), jax.ShapeDtypeStruct((64, 256), jnp.float32))
+    step, report = seen["step"], seen["report"]
+    assert seen["guessed"] == [(1, 0)] and step.batch_axes == [(0, 0)]
+    assert any(line.startswith("batch axis: axis 0 of c (size 4096), inferred from the call") for line in report.details)
+    best = report.extra["suggested_batch_size"]
+    assert 4096 // 8 < best < 4096
+    assert report.fix.startswith(f"evaluate in batches of {best}: ")
+    assert not any("gradient_accumulation" in f.action or "rematerialise" in f.action for f in seen["fixes"])
+    assert Footprint.of(step.compile(best)).step <= seen["usable"]  # compiled at that size: it fits
+
+
+@pytest.mark.slow
+def test_an_unannotated_step_with_dict_batches_gets_a_batch_size_that_fits(run_python, tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "step.py", DICT_STEP)
+    probe = run_python("-m", "raximport", "--memory-report", "step.py", "64", cwd=tmp_path)
+    assert probe.returncode == 0 and "ran" in probe.stdout, probe.stderr
+    peak_mb = float(re.search(r"train_step\s+\S+ \S+\s+\S+ \S+\s+([\d.]+) MB", probe.stderr).group(1))
+    limit = f"{int(peak_mb + 150)}MB"  # room for about 150 MB of step: batch 8192 needs far more
+
+    refused = run_python("-m", "raximport", "--memory-limit", limit, "step.py", "8192", cwd=tmp_path)
+    assert refused.returncode == 1 and "ran" not in refused.stdout, refused.stderr
+    suggested = int(re.search(r"suggested (\d+)", refused.stdout).group(1))
+    assert 64 < suggested < 8192
+    assert ("batch axis: axis 0 of batch['image'], batch['label'] (size 8192), inferred from the call: the leading "
+            "axis the data shares, and params, opt_state do not; checked by compiling the step at 1024") in refused.stderr
+    assert re.search(rf"fix: batch_size 8192 -> {suggested} fits: [\d.]+ MB of {limit[:-2]}", refused.stderr)
+
+    fits = run_python("-m", "raximport", "--memory-limit", limit, "step.py", str(suggested), cwd=tmp_path)
+    assert fits.returncode == 0 and "ran" in fits.stdout, fits.stderr
+    larger = run_python("-m", "raximport", "--memory-limit", limit, "step.py", str(int(suggested * 1.25)), cwd=tmp_path)
+    assert larger.returncode == 1 and "refused before running it" in larger.stderr
