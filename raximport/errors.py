@@ -18,7 +18,7 @@ class RaxOutOfMemoryError(MemoryError):
     """A compiled step would not fit in memory; raised before it runs (donated inputs are intact).
 
     Attributes: `report` (what to show), `predicted_peak`, `budget`, `in_use` (bytes),
-    `suggested_batch_size` (None when no batch axis is annotated or none fits), `fixes`.
+    `suggested_batch_size` (None when no batch axis is found or no batch size fits), `fixes`.
     """
 
     def __init__(self, report: Any, analysis: Any, fixes: list[Any]) -> None:

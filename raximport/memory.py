@@ -18,6 +18,7 @@ import os
 import re
 import threading
 import typing
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -174,7 +175,7 @@ ANALYSES: list[Analysis] = []
 
 @dataclass
 class Step:
-    """A jitted function at its first trace: how to compile it again at other input shapes."""
+    """A jitted function at its first trace: how to trace and compile it again at other input shapes."""
 
     fun: Callable[..., Any]
     options: dict[str, Any]
@@ -182,18 +183,34 @@ class Step:
     kwargs: dict[str, Any]
     batch_axes: list[tuple[int | str, int]] = field(default_factory=list)
     batch_multiple: int = 1  # batch sizes must divide by this: the shards of the batch axis (mesh data axis)
+    batch_origin: str = ""  # how the batch axis was found and checked, for the report (set by find_fixes)
+    fixed_peak: int | None = None  # the predicted peak no batch size can lower (set by find_fixes)
+    _traces: dict[Any, Any] = field(default_factory=dict, repr=False)
 
-    def compile(self, batch: int | None = None) -> Any:
+    def trace(self, batch: int | None = None) -> Any:
+        """The step traced at batch size `batch` (None: as called), once per size and batch axes:
+        each trace runs the user's Python again."""
         import jax
 
-        args, kwargs = abstract_inputs(self.args, self.kwargs, self.batch_axes, batch)
-        return jax.jit(self.fun, **self.options).lower(*args, **kwargs).compile()
+        key = None if batch is None else (tuple(self.batch_axes), batch)
+        if key not in self._traces:
+            args, kwargs = abstract_inputs(self.args, self.kwargs, self.batch_axes, batch)
+            self._traces[key] = jax.jit(self.fun, **self.options).trace(*args, **kwargs)
+        return self._traces[key]
+
+    def compile(self, batch: int | None = None) -> Any:
+        return self.trace(batch).lower().compile()
 
     @property
     def batch(self) -> int | None:
+        """The batch size of the call: the first batch axis's size (an argument may be a dict of arrays)."""
+        import jax
+
         for where, axis in self.batch_axes:
             value = self.args[where] if isinstance(where, int) else self.kwargs[where]
-            return int(value.shape[axis])
+            for leaf in jax.tree_util.tree_leaves(value):
+                if len(getattr(leaf, "shape", ())) > axis:
+                    return int(leaf.shape[axis])
         return None
 
 
@@ -210,7 +227,7 @@ def abstract_inputs(
         if not hasattr(aval, "shape") or not hasattr(aval, "dtype"):
             return None  # a value with no array type (a hijax Variable): nothing to re-lower with
         shape = list(aval.shape)
-        if axis is not None and batch is not None:
+        if axis is not None and batch is not None and axis < len(shape):  # a scalar beside the batch stays
             shape[axis] = batch
         return jax.ShapeDtypeStruct(tuple(shape), aval.dtype, weak_type=getattr(aval, "weak_type", False))
 
@@ -221,16 +238,24 @@ def abstract_inputs(
 
 
 def find_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[int | str, int]]:
+    """(argument position or name, axis) of the batch: every axis the annotations call `batch`, else
+    the likeliest axis inferred from the call (batch_guesses), which find_fixes checks by compiling."""
+    annotated = annotated_batch_axes(fun, args, kwargs)
+    if annotated:
+        return annotated
+    guesses = batch_guesses(fun, args, kwargs)
+    return guesses[0].axes if guesses else []
+
+
+def annotated_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...],
+                         kwargs: dict[str, Any]) -> list[tuple[int | str, int]]:
     """(argument position or name, axis) of every array argument whose annotation names a `batch` axis."""
     target = inspect.unwrap(fun)
     try:
         hints = typing.get_type_hints(target)
     except Exception:
         hints = getattr(target, "__annotations__", {})
-    try:
-        names = list(inspect.signature(target).parameters)
-    except (TypeError, ValueError):
-        return []
+    names = _parameter_names(fun)
     found: list[tuple[int | str, int]] = []
     for where, name in [*enumerate(names[: len(args)]), *((k, k) for k in kwargs)]:
         hint = hints.get(name)
@@ -245,6 +270,67 @@ def find_batch_axes(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
             if token in BATCH_NAMES and not any(t.startswith(("*", "...")) for t in tokens[:axis]):
                 found.append((where, axis))
     return found
+
+
+def _parameter_names(fun: Callable[..., Any]) -> list[str]:
+    """The names of `fun`'s parameters, to name its arguments in reports (none if it has no signature)."""
+    try:
+        return list(inspect.signature(inspect.unwrap(fun)).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+# names that mark an argument as parameters or state rather than data, for ranking batch guesses
+_PARAMETER_NAMES = re.compile(r"param|weight|^w\d*$|opt|state|model|key|rng", re.I)
+
+
+@dataclass(frozen=True)
+class BatchGuess:
+    """A leading axis that some arguments' arrays all share (the data) and the other arguments'
+    arrays do not all share (the parameters): the batch axis of an unannotated step."""
+
+    size: int
+    data: tuple[int | str, ...]  # argument positions or names
+    leaves: tuple[str, ...]  # the data's arrays as the user writes them: batch['image']
+    others: tuple[str, ...]  # the arguments with arrays but without that axis: params, opt_state
+
+    @property
+    def axes(self) -> list[tuple[int | str, int]]:
+        return [(where, 0) for where in self.data]
+
+    def describe(self) -> str:
+        others = f", and {', '.join(self.others)} {'do' if len(self.others) > 1 else 'does'} not" if self.others else ""
+        return (f"axis 0 of {', '.join(self.leaves)} (size {self.size}), inferred from the call: the leading axis "
+                f"the data shares{others}")
+
+
+def batch_guesses(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[BatchGuess]:
+    """Every leading size that all the arrays of some arguments share, likeliest batch first: data-like
+    names before parameter-like ones (params, opt_state, key), more arrays first, later arguments first
+    (data usually comes after the parameters). Scalars and static values are neither."""
+    import jax
+
+    names = _parameter_names(fun)
+    places = [*enumerate(args), *kwargs.items()]
+    labels: dict[int | str, str] = {}
+    by_size: dict[int, list[int | str]] = {}
+    leaf_names: dict[int | str, list[str]] = {}
+    for where, value in places:
+        label = names[where] if isinstance(where, int) and where < len(names) else str(where)
+        flat = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]
+                if len(getattr(leaf, "shape", ())) >= 1]
+        if not flat:
+            continue
+        labels[where] = label
+        sizes = {int(leaf.shape[0]) for _, leaf in flat}
+        if len(sizes) == 1 and (size := sizes.pop()) >= 2:
+            by_size.setdefault(size, []).append(where)
+            leaf_names[where] = [label + jax.tree_util.keystr(path) for path, _ in flat]
+    order = {where: i for i, (where, _) in enumerate(places)}
+    guesses = [BatchGuess(size, tuple(data), tuple(n for w in data for n in leaf_names[w]),
+                          tuple(labels[w] for w in labels if w not in data)) for size, data in by_size.items()]
+    return sorted(guesses, key=lambda g: (sum(bool(_PARAMETER_NAMES.search(labels[w])) for w in g.data),
+                                          -len(g.leaves), -max(order[w] for w in g.data)))
 
 
 @dataclass
@@ -338,14 +424,16 @@ def _batch_shards(step: Step) -> int:
         for where, axis in step.batch_axes:
             value = step.args[where] if isinstance(where, int) else step.kwargs[where]
             sharding = args_shardings[where] if isinstance(where, int) else kwargs_shardings[where]
-            if not isinstance(sharding, jax.sharding.Sharding):
+            # the first array of the argument (a dict batch: its first entry) and its sharding
+            leaf = next(x for x in jax.tree_util.tree_leaves(value) if len(getattr(x, "shape", ())) > axis)
+            first = jax.tree_util.tree_leaves(sharding)[jax.tree_util.tree_leaves(value).index(leaf)]
+            if not isinstance(first, jax.sharding.Sharding):
                 continue
-            shape = tuple(value.shape)
-            return max(1, shape[axis] // sharding.shard_shape(shape)[axis])
+            shape = tuple(leaf.shape)
+            return max(1, shape[axis] // first.shard_shape(shape)[axis])
     except Exception:
         pass
     return 1
-
 
 
 # --- fixes --------------------------------------------------------------------------------------
@@ -398,65 +486,203 @@ class BatchFit:
         for _ in range(4):
             if guess < 1:
                 return None
-            if self.peak(guess) <= usable:
+            try:
+                peak = self.peak(guess)
+            except Exception:  # a size the step does not compile at (a reshape that needs another multiple)
+                return None
+            if peak <= usable:
                 return guess
-            guess = self.round_down(min(guess - 1, math.floor(guess - (self.peak(guess) - usable) / self.slope)))
+            guess = self.round_down(min(guess - 1, math.floor(guess - (peak - usable) / self.slope)))
         return None
 
 
 def find_fixes(step: Step, analysis: Analysis, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Fix]:
+    """Every fix with its predicted peak, the most bytes saved first. Settles the step's batch axis
+    (checked by compiling) and sets step.batch_origin and step.fixed_peak, the peak no batch size lowers."""
+    fp, share = analysis.footprint, _host_share(analysis)
     fixes: list[Fix] = []
-    fp = analysis.footprint
-    if step.batch_axes and (step.batch or 0) >= 2:
-        fit = BatchFit(step, analysis)
-        best = fit.largest_fitting()
-        if best:
-            fixes.append(Fix(f"batch_size {step.batch} -> {best}", fit.peak(best), batch_size=best))
-            accum = next((k for k in range(2, step.batch + 1) if step.batch % k == 0 and step.batch // k <= best
-                          and (step.batch // k) % fit.multiple == 0), None)
-        if best and accum:
-            micro = step.batch // accum
-            gradient_sums = _bytes_of(args[0]) if args else 0  # the accumulated gradients, like the params
-            fixes.append(Fix(f"batch_size {step.batch} -> {micro} with gradient_accumulation_steps={accum} "
-                             f"(the same {step.batch} samples per update)", fit.estimate(micro) + gradient_sums,
+    fit = _batch_fit(step, analysis)
+    step.fixed_peak = _fixed_peak(analysis, fit)
+    outputs = _traced_outputs(step)
+    evaluation = _is_evaluation(step, outputs)
+    best = fit.largest_fitting() if fit else None
+    if fit:
+        compiled = [str(b) for b in sorted(fit.peaks) if b != fit.batch]
+        step.batch_origin += f"; checked by compiling the step at {' and '.join(compiled)}"
+    if fit and best and evaluation:
+        fixes.append(Fix(f"evaluate in batches of {best}: {analysis.function} on {best} rows of {_data_names(step)} "
+                         "at a time, combining the results (add sums, weight means by rows)",
+                         fit.peak(best), batch_size=best))
+    elif fit and best:
+        fixes.append(Fix(f"batch_size {fit.batch} -> {best}", fit.peak(best), batch_size=best))
+        accum = next((k for k in range(2, fit.batch + 1) if fit.batch % k == 0 and fit.batch // k <= best
+                      and (fit.batch // k) % fit.multiple == 0), None)
+        if accum:
+            micro = fit.batch // accum
+            gradient_sums = _bytes_of(_parameters(step))  # the accumulated gradients, like the parameters
+            fixes.append(Fix(f"batch_size {fit.batch} -> {micro} with gradient_accumulation_steps={accum} "
+                             f"(the same {fit.batch} samples per update)", fit.estimate(micro) + gradient_sums,
                              exact=False))
-    if fp.aliased == 0:
-        saved = _donatable_bytes(step, args, kwargs)
+    if fp.aliased == 0 and outputs is not None:
+        saved = _donatable_bytes(step, outputs)
         if saved:
             fixes.append(Fix("donate the parameters and optimizer state (jax.jit(..., donate_argnums=...)) so "
                              "their updated copies reuse the same buffers", analysis.peak - saved, exact=False))
     if fp.temps:  # both act on the temporaries (activations) alone
-        fixes.append(Fix("compute in bfloat16, keeping parameters in float32 (activations take about half)",
-                         analysis.peak - fp.temps // 2, exact=False))
-        fixes.append(Fix("rematerialise: jax.checkpoint around each block recomputes activations in the backward "
-                         "pass instead of storing them", None, exact=False))
-    return fixes
+        dtype = _compute_dtype(step)
+        if dtype is not None and dtype.itemsize >= 4:  # never a dtype the step already computes in
+            fixes.append(Fix(f"compute in bfloat16, keeping parameters in float32 (the step computes in {dtype}: "
+                             "activations take about half)", analysis.peak - share * fp.temps // 2, exact=False))
+        if not evaluation:  # no backward pass, nothing to recompute
+            fixes.append(Fix("rematerialise: jax.checkpoint around each block recomputes activations in the "
+                             "backward pass instead of storing them", None, exact=False))
+    return sorted(fixes, key=lambda f: (f.predicted is None, f.predicted or 0))
+
+
+def _batch_fit(step: Step, analysis: Analysis) -> BatchFit | None:
+    """The fit along the step's batch axis, kept only if the step compiles at a smaller size and needs
+    less there; an inferred axis that does not is dropped for the next guess. Sets step.batch_axes to
+    the axis kept (none: empty) and step.batch_origin to how it was found."""
+    annotated = annotated_batch_axes(step.fun, step.args, step.kwargs)
+    choices: list[tuple[list[tuple[int | str, int]], BatchGuess | str]] = (
+        [(annotated, "named `batch` by the annotations")] if annotated
+        else [(g.axes, g) for g in batch_guesses(step.fun, step.args, step.kwargs)])
+    if step.batch_axes not in [axes for axes, _ in choices]:
+        choices.insert(0, (step.batch_axes, "as given"))
+    choices.sort(key=lambda choice: choice[0] != step.batch_axes)  # the step's own first (the sort is stable)
+    for axes, reason in choices:
+        step.batch_axes = axes
+        if not axes or (step.batch or 0) <= max(1, step.batch_multiple):
+            continue
+        try:
+            fit = BatchFit(step, analysis)
+        except Exception:  # not the batch after all: the step does not compile at another size
+            continue
+        if fit.slope > 0:
+            step.batch_origin = reason.describe() if isinstance(reason, BatchGuess) else (
+                f"axis {', '.join(f'{axis} of {name}' for name, axis in _axis_names(step))} (size {step.batch}), "
+                f"{reason}")
+            return fit
+    step.batch_axes = []
+    return None
+
+
+def _axis_names(step: Step) -> list[tuple[str, int]]:
+    """(argument name, axis) of each batch axis, for the report."""
+    names = _parameter_names(step.fun)
+    return [(names[w] if isinstance(w, int) and w < len(names) else str(w), axis) for w, axis in step.batch_axes]
+
+
+def _data_names(step: Step) -> str:
+    """The arguments holding the batch, as the user named them: what to slice."""
+    return ", ".join(dict.fromkeys(name for name, _ in _axis_names(step)))
+
+
+def _parameters(step: Step) -> Any:
+    """The first argument with arrays besides the data: the parameters, by the usual order of a step's arguments."""
+    data = {where for where, _ in step.batch_axes}
+    places = [*enumerate(step.args), *step.kwargs.items()]
+    return next((value for where, value in places if where not in data and _arrays(value)), None)
+
+
+def _is_evaluation(step: Step, outputs: Any) -> bool:
+    """A single call over a whole split, as in evaluation: no argument but the data comes back (no
+    parameter updated) and the outputs are much smaller than the data (a loss, an accuracy, a few logits)."""
+    if outputs is None or not step.batch_axes:
+        return False
+    data = {where for where, _ in step.batch_axes}
+    data_bytes = sum(_bytes_of(step.args[w] if isinstance(w, int) else step.kwargs[w]) for w in data)
+    return _donatable_bytes(step, outputs, skip=data) == 0 and 8 * _bytes_of(outputs) <= data_bytes
+
+
+def _fixed_peak(analysis: Analysis, fit: BatchFit | None) -> int:
+    """The predicted peak that no batch size lowers: what is held before the step, the CPU reserve, the
+    code, and, with a fit, the part of the step that does not grow with the batch (its intercept)."""
+    plan = analysis.budget
+    floor = plan.in_use + _host_share(analysis) * analysis.footprint.code
+    floor += CPU_RUNTIME_OVERHEAD if plan.platform == "cpu" else 0
+    return max(floor, fit.estimate(0)) if fit else floor
 
 
 def _bytes_of(tree: Any) -> int:
+    return sum(int(math.prod(x.shape)) * x.dtype.itemsize for x in _arrays(tree))
+
+
+def _arrays(tree: Any) -> list[Any]:
+    """The leaves of `tree` with a shape and a dtype: arrays, tracers, ShapeDtypeStructs."""
     import jax
 
-    return sum(int(math.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype"))
+    return [x for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "shape") and hasattr(x, "dtype")]
 
 
-def _donatable_bytes(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """Bytes of inputs that come back as outputs of the same shape and dtype (params, optimizer state)."""
-    import jax
-
+def _traced_outputs(step: Step) -> Any:
+    """The step's outputs as traced (ShapeDtypeStructs), or None if it cannot be traced again."""
     try:
-        out = jax.jit(step.fun, **step.options).eval_shape(*abstract_inputs(args, kwargs, [], None)[0], **kwargs)
+        return step.trace().out_info
     except Exception:
-        return 0
+        return None
+
+
+def _donatable_bytes(step: Step, outputs: Any, skip: Container[int | str] = ()) -> int:
+    """Bytes of inputs (but those in `skip`) that come back as outputs of the same shape and dtype
+    (params, optimizer state); scalars left out: donating them saves nothing."""
     outs: dict[tuple[Any, ...], int] = {}
-    for leaf in jax.tree_util.tree_leaves(out):
-        outs[(leaf.shape, leaf.dtype)] = outs.get((leaf.shape, leaf.dtype), 0) + 1
+    for leaf in _arrays(outputs):
+        outs[(tuple(leaf.shape), leaf.dtype)] = outs.get((tuple(leaf.shape), leaf.dtype), 0) + 1
     saved = 0
-    for leaf in jax.tree_util.tree_leaves((args, kwargs)):
-        key = (getattr(leaf, "shape", None), getattr(leaf, "dtype", None))
-        if isinstance(leaf, jax.ShapeDtypeStruct) and outs.get(key, 0) > 0:
-            outs[key] -= 1
-            saved += int(math.prod(leaf.shape)) * leaf.dtype.itemsize
+    for where, value in [*enumerate(step.args), *step.kwargs.items()]:
+        if where in skip:
+            continue
+        for leaf in _arrays(value):
+            key = (tuple(leaf.shape), leaf.dtype)
+            if leaf.shape and outs.get(key, 0) > 0:
+                outs[key] -= 1
+                saved += _bytes_of(leaf)
     return saved
+
+
+def _compute_dtype(step: Step) -> Any:
+    """The floating dtype the step computes in: the one holding most bytes of its matmuls' results
+    (dot_general, convolutions) as traced, else of all its float values, else of its float arguments
+    (when it cannot be traced again); None when it has no floats. A mixed-precision step keeps float32
+    parameters and still computes in bfloat16."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    matmuls: dict[Any, int] = {}
+    floats: dict[Any, int] = {}
+    try:
+        _float_bytes(step.trace().jaxpr.jaxpr, matmuls, floats)
+    except Exception:
+        pass
+    arguments: dict[Any, int] = {}
+    for leaf in _arrays((step.args, step.kwargs)):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            arguments[leaf.dtype] = arguments.get(leaf.dtype, 0) + _bytes_of(leaf)
+    counts = matmuls or floats or arguments
+    return np.dtype(max(counts, key=counts.__getitem__)) if counts else None
+
+
+_MATMULS = ("dot_general", "conv_general_dilated")
+
+
+def _float_bytes(jaxpr: Any, matmuls: dict[Any, int], floats: dict[Any, int]) -> None:
+    """Add the bytes of every floating-point value `jaxpr` computes (nested jaxprs included) by dtype."""
+    import jax.numpy as jnp
+
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            aval = var.aval
+            if hasattr(aval, "dtype") and jnp.issubdtype(aval.dtype, jnp.floating):
+                size = int(math.prod(aval.shape)) * aval.dtype.itemsize
+                floats[aval.dtype] = floats.get(aval.dtype, 0) + size
+                if eqn.primitive.name in _MATMULS:
+                    matmuls[aval.dtype] = matmuls.get(aval.dtype, 0) + size
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(inner, "eqns"):
+                    _float_bytes(inner, matmuls, floats)
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -464,36 +690,82 @@ def _donatable_bytes(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) 
 _CATEGORIES = (("parameters", re.compile("param|weight", re.I)), ("optimizer state", re.compile("opt", re.I)))
 
 
-def breakdown(step: Step, footprint: Footprint, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, int]:
-    """Where the bytes go: inputs by kind (from parameter names and batch axes), temporaries, outputs."""
+def _host_share(analysis: Analysis) -> int:
+    """How many times the per-device footprint counts against the budget: on CPU every (forced) host
+    device's share is the one process's memory; an accelerator's budget is its own."""
+    return analysis.devices if analysis.budget.platform == "cpu" else 1
+
+
+def _held(plan: Budget) -> str:
+    """The breakdown's first line: what the budget's owner holds before the step."""
+    return ("held by the process before the step (resident memory)" if plan.platform == "cpu"
+            else "in use on the device before the step")
+
+
+def breakdown(analysis: Analysis) -> dict[str, int]:
+    """Where the predicted peak goes, adding up to it as predict_peak does, so that the reader sees
+    which part a fix can shrink: what is held before the step, the step's own bytes, the reserve."""
+    fp, plan, share = analysis.footprint, analysis.budget, _host_share(analysis)
+    each = f" ({share} devices)" if share > 1 else ""
+    parts = {
+        _held(plan): plan.in_use,
+        f"temporaries{each}": share * fp.temps,
+        f"outputs (not reusing inputs){each}": share * (fp.outputs - fp.aliased),
+        f"generated code{each}": share * fp.code,
+        "CPU runtime reserve (allocator pools, thread stacks)": CPU_RUNTIME_OVERHEAD if plan.platform == "cpu" else 0,
+    }
+    return {k: v for k, v in parts.items() if v}
+
+
+def _input_kinds(step: Step) -> dict[str, int]:
+    """The step's inputs by kind (from parameter names and batch axes): they are part of what is held."""
     try:
         names = list(inspect.signature(inspect.unwrap(step.fun)).parameters)
     except (TypeError, ValueError):
         names = []
     batch_places = {where for where, _ in step.batch_axes}
     parts: dict[str, int] = {}
-    for where, value in [*enumerate(args), *kwargs.items()]:
+    for where, value in [*enumerate(step.args), *step.kwargs.items()]:
         name = names[where] if isinstance(where, int) and where < len(names) else str(where)
         kind = "batch" if where in batch_places else next(
             (label for label, pattern in _CATEGORIES if pattern.search(name)), "other inputs")
         parts[kind] = parts.get(kind, 0) + _bytes_of(value)
-    parts["temporaries"] = footprint.temps
-    parts["outputs (not reusing inputs)"] = footprint.outputs - footprint.aliased
     return {k: v for k, v in parts.items() if v}
+
+
+def _where_the_bytes_go(analysis: Analysis, step: Step) -> list[str]:
+    """The breakdown as report lines, the step's inputs under what is held (they are among it), then the sum."""
+    parts = breakdown(analysis)
+    inputs = _input_kinds(step)
+    lines = ["where the bytes go:"]
+    for kind, size in parts.items():
+        lines.append(f"  {kind}: {format_bytes(size)}")
+        if kind == _held(analysis.budget) and inputs:
+            among = "of which" if sum(inputs.values()) <= size else "all devices together:"
+            kinds = ", ".join(f"{k} {format_bytes(v)}" for k, v in inputs.items())
+            lines.append(f"    {among} the step's inputs: {kinds}")
+    lines.append(f"  = predicted peak {format_bytes(sum(parts.values()))}")
+    return lines
+
+
+def _scope(plan: Budget) -> str:
+    """What the budget bounds, so that a limit is not read as the step's alone."""
+    if plan.platform == "cpu":
+        return "on CPU it bounds the whole process (its resident memory: every array, the runtime, Python)"
+    return f"on {plan.platform} it bounds the device's memory (each device has its own)"
 
 
 def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
     plan = analysis.budget
     limit = format_bytes(plan.limit)
     details = [
-        f"predicted peak {format_bytes(analysis.peak)} > budget {limit} ({plan.source}; "
-        f"{format_bytes(plan.in_use)} already in use)",
-        "where the bytes go:",
-        *(f"  {kind}: {format_bytes(size)}" for kind, size in breakdown(step, analysis.footprint, args, kwargs).items()),
-        *(["fixes:"] if fixes else []),
-        *(f"  {fix.action}: {'about ' if not fix.exact else ''}{format_bytes(fix.predicted)} of {limit}"
-          + ("" if fix.predicted <= plan.usable else " (not enough alone)")
-          if fix.predicted is not None else f"  {fix.action}" for fix in fixes),
+        f"predicted peak {format_bytes(analysis.peak)} > {SAFETY_FRACTION:.0%} of the budget {limit} "
+        f"({format_bytes(plan.usable)})",
+        f"budget: {limit}, {plan.source}; {_scope(plan)}",
+        *([f"batch axis: {step.batch_origin}"] if step.batch_origin else []),
+        *_where_the_bytes_go(analysis, step),
+        *(["fixes, most bytes saved first:"] if fixes else []),
+        *(_fix_line(fix, analysis) for fix in fixes),
     ]
     best = next((f for f in fixes if f.batch_size), None)
     return Report(
@@ -501,40 +773,74 @@ def oom_report(analysis: Analysis, fixes: list[Fix], step: Step, args: tuple[Any
         title=f"{analysis.function} would run out of memory: refused before running it",
         where=user_location(),
         details=tuple(details),
-        fix=_main_fix(fixes, best, step, plan),
+        fix=_main_fix(analysis, fixes, step),
         extra={
             "function": analysis.function,
             "predicted_peak": analysis.peak,
             "budget": plan.limit,
+            "usable": plan.usable,
             "in_use": plan.in_use,
             "budget_source": plan.source,
+            "breakdown": breakdown(analysis),
             "temps": analysis.footprint.temps,
             "outputs": analysis.footprint.outputs,
             "aliased": analysis.footprint.aliased,
             "arguments": analysis.footprint.arguments,
             "batch_size": step.batch,
             "suggested_batch_size": best.batch_size if best else None,
-            "fixes": [{"action": f.action, "predicted": f.predicted, "exact": f.exact} for f in fixes],
+            "fixed_peak": step.fixed_peak,
+            "fixes": [{"action": f.action, "predicted": f.predicted, "exact": f.exact, "batch_size": f.batch_size}
+                      for f in fixes],
         },
     )
 
 
-def _main_fix(fixes: list[Fix], best: Fix | None, step: Step, plan: Budget) -> str:
-    """The one fix to lead with: the batch that fits, else the first fix predicted to fit, else
-    what no fix of the step can change (memory already held), else the first fix to combine."""
-    limit = format_bytes(plan.limit)
-    if best:
-        return f"batch_size {step.batch} -> {best.batch_size} fits: {format_bytes(best.predicted or 0)} of {limit}"
-    fitting = next((f for f in fixes if f.predicted is not None and f.predicted <= plan.usable), None)
-    if fitting:
-        return fitting.action
-    if plan.in_use >= plan.usable:
-        return (f"the process already holds {format_bytes(plan.in_use)}, more than the budget of {limit}, before "
-                "this step allocates anything: free the arrays it no longer needs (del them, or donate them to "
-                "the jitted step), or give it more memory (--memory-limit)")
-    if not fixes:
-        return ""
-    return f"no single fix is predicted to fit: combine them, starting with: {fixes[0].action}"
+def _fix_line(fix: Fix, analysis: Analysis) -> str:
+    if fix.predicted is None:
+        return f"  {fix.action}"
+    enough = "" if fix.predicted <= analysis.budget.usable else " (not enough alone)"
+    return (f"  {fix.action}: {'about ' if not fix.exact else ''}{format_bytes(fix.predicted)}, "
+            f"{format_bytes(analysis.peak - fix.predicted)} less{enough}")
+
+
+def _main_fix(analysis: Analysis, fixes: list[Fix], step: Step) -> str:
+    """The one fix to lead with: the batch size that fits, else the fix predicted to fit that saves
+    most; else, when what is held plus what the step needs at any batch size is over the budget,
+    that no change to the batch fits and what does; else the largest saving, said to be not enough."""
+    plan = analysis.budget
+    fitting = [f for f in fixes if f.predicted is not None and f.predicted <= plan.usable]
+    best = next((f for f in fitting if f.batch_size), fitting[0] if fitting else None)
+    if best and best.predicted is not None:
+        about = "" if best.exact else "about "
+        return f"{best.action} fits: {about}{format_bytes(best.predicted)} of {format_bytes(plan.limit)}"
+    usable = f"over {SAFETY_FRACTION:.0%} of the budget ({format_bytes(plan.usable)})"
+    owner = "process" if plan.platform == "cpu" else "device"
+    held = f"the {owner} holds {format_bytes(plan.in_use)} before this step allocates anything"
+    if plan.in_use > plan.usable:
+        return f"no change to the step can fit: {held}, {usable}. What fits: {_what_fits(analysis)}"
+    fixed = step.fixed_peak
+    if fixed is not None and fixed > plan.usable:
+        parts = ["code"] + (["the CPU runtime reserve"] if plan.platform == "cpu" else [])
+        if step.batch_axes:  # the fit's intercept: what the temporaries and outputs hold at any batch size
+            parts.insert(0, "gradients, updated parameters and optimizer state")
+        return (f"no batch size fits: {held}, and what the step needs at any batch size ({', '.join(parts)}) "
+                f"brings that to {format_bytes(fixed)}, {usable}. What fits: {_what_fits(analysis)}")
+    saving = next(((f.action, f.predicted) for f in fixes if f.predicted is not None), None)  # fixes: most saved first
+    largest = f"the largest saving, {saving[0]}, leaves {format_bytes(saving[1])}; " if saving else ""
+    return f"no fix of the step is predicted to fit alone: {largest}what fits: {_what_fits(analysis)}"
+
+
+def _what_fits(analysis: Analysis) -> str:
+    """What fits when nothing about the step does: more memory, fewer arrays held, or the state spread
+    over more memory (on CPU forced host devices share this process's memory, so other machines)."""
+    plan = analysis.budget
+    need = format_bytes(math.ceil(analysis.peak / SAFETY_FRACTION))
+    free = "freeing the arrays it holds and no longer needs (del them, or donate them to the jitted step)"
+    if plan.platform == "cpu":
+        return (f"a budget of at least {need} for the whole process (--memory-limit, or more free memory), {free}, "
+                "or sharding the parameters and optimizer state across machines (jax.distributed)")
+    return (f"a device with at least {need}, {free}, or sharding the parameters and optimizer state over more "
+            "devices (jax.sharding)")
 
 
 def memory_table() -> Report:

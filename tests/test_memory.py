@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from raximport import memory
 from raximport.memory import (
-    CPU_RUNTIME_OVERHEAD, Budget, Footprint, current_rss, find_batch_axes, host_free, predict_peak,
+    CPU_RUNTIME_OVERHEAD, Analysis, Budget, Footprint, Step, breakdown, current_rss, find_batch_axes, find_fixes,
+    format_bytes, host_free, oom_report, predict_peak,
 )
 from tests.helpers import write
 
@@ -36,6 +40,37 @@ try:
     params, state = step(params, state, x)
 except MemoryError as exc:
     print("alive", not params["w1"].is_deleted(), "suggested", exc.suggested_batch_size, "peak", exc.predicted_peak, "budget", exc.budget)
+    raise
+print("ran", float(params["w1"][0, 0]))
+"""
+
+
+# no annotations at all: the batch is a dict whose arrays share a leading axis the parameters do not
+DICT_STEP = """
+import sys
+import jax, jax.numpy as jnp, optax
+
+opt = optax.adam(1e-3)
+
+def loss(params, batch):
+    images = batch["image"].reshape(batch["image"].shape[0], -1)
+    logits = jax.nn.relu(images @ params["w1"] + params["b1"]) @ params["w2"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
+@jax.jit
+def train_step(params, opt_state, batch):
+    grads = jax.grad(loss)(params, batch)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+params = {"w1": jnp.full((784, 4096), 0.01), "b1": jnp.zeros(4096), "w2": jnp.zeros((4096, 10))}
+state = opt.init(params)
+n = int(sys.argv[1])
+batch = {"image": jnp.ones((n, 28, 28, 1)), "label": jnp.zeros((n,), jnp.int32)}
+try:
+    params, state = train_step(params, state, batch)
+except MemoryError as exc:
+    print("suggested", exc.suggested_batch_size)
     raise
 print("ran", float(params["w1"][0, 0]))
 """
@@ -98,3 +133,208 @@ def test_memory_report_table(run_python, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     table = result.stderr[result.stderr.index("memory of each compiled function"):]
     assert re.search(r"step\s+[\d.]+ [KMG]?B\s+[\d.]+ [KMG]?B\s+[\d.]+ [KMG]?B\s+[\d.]+ [KMG]?B\s+\d+%", table), table
+
+
+def _analysis(limit: int, in_use: int, footprint: Footprint, platform: str = "cpu", devices: int = 1) -> Analysis:
+    plan = Budget(limit, in_use, "memory_limit from --memory-limit", platform)
+    return Analysis("step", footprint, plan, predict_peak(plan, footprint, devices), devices)
+
+
+def _step(batch_axes: list[tuple[int | str, int]] | None = None) -> Step:
+    import jax
+    import jax.numpy as jnp
+
+    def step(params, opt_state, x):
+        pass
+
+    params = {"w": jax.ShapeDtypeStruct((1000, 1000), jnp.float32)}  # 4 MB
+    opt_state = (params, params)  # 8 MB
+    x = jax.ShapeDtypeStruct((512, 1000), jnp.float32)  # 2 MB
+    return Step(step, {}, (params, opt_state, x), {}, [(2, 0)] if batch_axes is None else batch_axes)
+
+
+def _bytes(line: str) -> float:
+    number, unit = re.search(r"([\d.]+) (GB|MB|KB|B)$", line).groups()
+    return float(number) * {"GB": 1e9, "MB": 1e6, "KB": 1e3, "B": 1}[unit]
+
+
+def test_the_headline_states_the_rule_and_the_bytes_add_up_to_the_peak() -> None:
+    fp = Footprint(arguments=14_000_000, outputs=12_000_000, aliased=0, temps=70_000_000, code=300_000)
+    analysis = _analysis(330_000_000, 213_445_000, fp)
+    assert format_bytes(analysis.peak) == "329.3 MB"  # fits the limit, not its 97%
+    details = oom_report(analysis, [], _step(), _step().args, {}).details
+    assert details[0] == "predicted peak 329.3 MB > 97% of the budget 330.0 MB (320.1 MB)"
+    assert "on CPU it bounds the whole process" in details[1]
+    # every line of where the bytes go, the memory already held and the CPU reserve among them, adds up to the peak
+    assert sum(breakdown(analysis).values()) == analysis.peak
+    start = details.index("where the bytes go:")
+    parts = [line for line in details[start + 1:] if re.match(r"  \w", line)]
+    assert parts[0] == "  held by the process before the step (resident memory): 213.4 MB"
+    assert parts[-1] == f"  CPU runtime reserve (allocator pools, thread stacks): {format_bytes(CPU_RUNTIME_OVERHEAD)}"
+    assert sum(_bytes(line) for line in parts) == pytest.approx(analysis.peak, rel=1e-3)
+    assert details[start + 1 + len(parts) + 1] == "  = predicted peak 329.3 MB"
+    # the step's inputs are among what is held, not added to it
+    assert details[start + 2] == "    of which the step's inputs: parameters 4.0 MB, optimizer state 8.0 MB, batch 2.0 MB"
+
+
+def test_on_a_gpu_the_budget_is_the_device_and_forced_cpu_devices_share_the_host() -> None:
+    fp = Footprint(arguments=0, outputs=10, aliased=0, temps=1000, code=0)
+    gpu = _analysis(10**6, 5000, fp, platform="gpu", devices=4)
+    assert sum(breakdown(gpu).values()) == gpu.peak == 6010
+    assert "on gpu it bounds the device's memory" in oom_report(gpu, [], _step(), (), {}).details[1]
+    cpu = _analysis(10**6, 5000, fp, devices=4)
+    assert breakdown(cpu)["temporaries (4 devices)"] == 4000
+    assert sum(breakdown(cpu).values()) == cpu.peak
+
+
+class FakeCompiled:
+    """A compiled step whose temporaries are `fixed + per_row * batch` bytes (no XLA compile)."""
+
+    def __init__(self, batch: int, fixed: int, per_row: int) -> None:
+        self.temps = fixed + per_row * batch
+
+    def memory_analysis(self) -> SimpleNamespace:
+        return SimpleNamespace(argument_size_in_bytes=0, output_size_in_bytes=0, alias_size_in_bytes=0,
+                               temp_size_in_bytes=self.temps, generated_code_size_in_bytes=0)
+
+
+def _faked(step: Step, fixed: int, per_row: int) -> Step:
+    step.compile = lambda batch=None: FakeCompiled(step.batch if batch is None else batch, fixed, per_row)  # type: ignore[method-assign]
+    return step
+
+
+def test_when_the_fixed_part_does_not_fit_no_batch_is_suggested_and_nothing_says_combine() -> None:
+    """250 MB held + 32 MiB CPU reserve + 30 MB of the step that does not shrink with the batch > 97% of 300 MB."""
+    step = _faked(_step(), fixed=30_000_000, per_row=100_000)
+    analysis = _analysis(300_000_000, 250_000_000, Footprint.of(step.compile()))
+    fixes = find_fixes(step, analysis, step.args, {})
+    assert not any(f.batch_size for f in fixes)
+    report = oom_report(analysis, fixes, step, step.args, {})
+    assert "combine" not in report.fix
+    assert report.fix.startswith("no batch size fits: the process holds 250.0 MB before this step allocates anything")
+    assert "313.6 MB, over 97% of the budget (291.0 MB)" in report.fix
+    for remedy in ("--memory-limit", "del them", "sharding the parameters and optimizer state"):
+        assert remedy in report.fix
+    assert report.extra["suggested_batch_size"] is None
+    assert step.fixed_peak == report.extra["fixed_peak"] == 250_000_000 + CPU_RUNTIME_OVERHEAD + 30_000_000
+
+
+def test_fixes_are_ordered_by_bytes_saved() -> None:
+    step = _faked(_step(), fixed=0, per_row=100_000)
+    analysis = _analysis(150_000_000, 40_000_000, Footprint.of(step.compile()))
+    fixes = find_fixes(step, analysis, step.args, {})
+    estimated = [f.predicted for f in fixes if f.predicted is not None]
+    assert len(estimated) >= 3 and estimated == sorted(estimated)
+    assert fixes[-1].predicted is None  # not estimated: last
+    # the batch size that fits leads the report even where other fixes save more
+    assert not fixes[0].batch_size
+    report = oom_report(analysis, fixes, step, step.args, {})
+    assert report.fix.startswith(f"batch_size 512 -> {report.extra['suggested_batch_size']} fits")
+
+
+def _dtype_step(params_dtype: Any, compute_dtype: Any) -> Step:
+    import jax
+    import jax.numpy as jnp
+
+    def step(params, x):
+        h = jnp.tanh(x.astype(compute_dtype) @ params["w"].astype(compute_dtype))
+        return (h.astype(jnp.float32) ** 2).mean()
+
+    params = {"w": jax.ShapeDtypeStruct((256, 256), params_dtype)}
+    return Step(step, {}, (params, jax.ShapeDtypeStruct((64, 256), compute_dtype)), {}, [])
+
+
+@pytest.mark.parametrize("params_dtype, compute_dtype, suggested", [
+    ("float32", "float32", True), ("bfloat16", "bfloat16", False),
+    ("float32", "bfloat16", False),  # mixed precision: float32 parameters, bfloat16 matmuls (gpt's dtype=bfloat16)
+])
+def test_bfloat16_is_never_suggested_to_a_step_that_computes_in_it(params_dtype: str, compute_dtype: str, suggested: bool) -> None:
+    import jax.numpy as jnp
+
+    step = _dtype_step(getattr(jnp, params_dtype), getattr(jnp, compute_dtype))
+    analysis = _analysis(10**8, 10**8, Footprint(arguments=0, outputs=4, aliased=0, temps=10**6, code=0))
+    actions = [f.action for f in find_fixes(step, analysis, step.args, {})]
+    assert any("bfloat16" in a for a in actions) == suggested, actions
+
+
+def test_the_batch_axis_is_inferred_from_an_unannotated_call() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    S = jax.ShapeDtypeStruct
+    params = {"w1": S((784, 128), jnp.float32), "b1": S((128,), jnp.float32), "w2": S((128, 10), jnp.float32)}
+    opt_state = (S((), jnp.int32), params, params)
+    batch = {"image": S((128, 28, 28, 1), jnp.float32), "label": S((128,), jnp.int32)}
+
+    def train_step(params, opt_state, batch):
+        pass
+
+    # the leading axis both of batch's arrays have and params' and opt_state's do not all have
+    assert find_batch_axes(train_step, (params, opt_state, batch), {}) == [(2, 0)]
+    [guess] = memory.batch_guesses(train_step, (params, opt_state, batch), {})
+    assert guess.describe() == ("axis 0 of batch['image'], batch['label'] (size 128), inferred from the call: "
+                                "the leading axis the data shares, and params, opt_state do not")
+    assert find_batch_axes(train_step, (params, opt_state), {"batch": batch}) == [("batch", 0)]
+
+    def step(w, x):
+        pass
+
+    # one array each: the data-like name first (the other guess stays, for when this one does not compile)
+    assert find_batch_axes(step, (S((1024, 4096), jnp.float32), S((4096, 1024), jnp.float32)), {}) == [(1, 0)]
+
+
+def test_a_guess_that_does_not_compile_at_another_size_is_dropped_and_a_whole_split_is_evaluated_in_batches() -> None:
+    """f(c, a): the later argument `a` is guessed first, but `c @ a` does not compile with fewer rows of
+    `a`; the rows of `c` are the batch. Nothing comes back updated and the output is a scalar: an
+    evaluation, so the fix is to evaluate in batches, at a size that was compiled and fits."""
+    import jax
+    import jax.numpy as jnp
+
+    def f(c, a):
+        return jnp.sort(c @ a, axis=0)[0].sum()  # a sort XLA cannot fuse away: temporaries grow with c's rows
+
+    seen: dict[str, Any] = {}
+
+    def call(c, a):
+        step = Step(f, {}, (c, a), {}, find_batch_axes(f, (c, a), {}))
+        seen["guessed"] = list(step.batch_axes)
+        footprint = Footprint.of(step.compile())
+        plan = Budget(int(footprint.step / 2 / 0.97), 0, "test", "gpu")
+        analysis = Analysis("f", footprint, plan, predict_peak(plan, footprint))
+        seen["fixes"] = find_fixes(step, analysis, step.args, {})
+        seen["report"] = oom_report(analysis, seen["fixes"], step, step.args, {})
+        seen["step"], seen["usable"] = step, plan.usable
+        return f(c, a)
+
+    jax.eval_shape(call, jax.ShapeDtypeStruct((4096, 64), jnp.float32), jax.ShapeDtypeStruct((64, 256), jnp.float32))
+    step, report = seen["step"], seen["report"]
+    assert seen["guessed"] == [(1, 0)] and step.batch_axes == [(0, 0)]
+    assert any(line.startswith("batch axis: axis 0 of c (size 4096), inferred from the call") for line in report.details)
+    best = report.extra["suggested_batch_size"]
+    assert 4096 // 8 < best < 4096
+    assert report.fix.startswith(f"evaluate in batches of {best}: ")
+    assert not any("gradient_accumulation" in f.action or "rematerialise" in f.action for f in seen["fixes"])
+    assert Footprint.of(step.compile(best)).step <= seen["usable"]  # compiled at that size: it fits
+
+
+@pytest.mark.slow
+def test_an_unannotated_step_with_dict_batches_gets_a_batch_size_that_fits(run_python, tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "step.py", DICT_STEP)
+    probe = run_python("-m", "raximport", "--memory-report", "step.py", "64", cwd=tmp_path)
+    assert probe.returncode == 0 and "ran" in probe.stdout, probe.stderr
+    peak_mb = float(re.search(r"train_step\s+\S+ \S+\s+\S+ \S+\s+([\d.]+) MB", probe.stderr).group(1))
+    limit = f"{int(peak_mb + 150)}MB"  # room for about 150 MB of step: batch 8192 needs far more
+
+    refused = run_python("-m", "raximport", "--memory-limit", limit, "step.py", "8192", cwd=tmp_path)
+    assert refused.returncode == 1 and "ran" not in refused.stdout, refused.stderr
+    suggested = int(re.search(r"suggested (\d+)", refused.stdout).group(1))
+    assert 64 < suggested < 8192
+    assert ("batch axis: axis 0 of batch['image'], batch['label'] (size 8192), inferred from the call: the leading "
+            "axis the data shares, and params, opt_state do not; checked by compiling the step at 1024") in refused.stderr
+    assert re.search(rf"fix: batch_size 8192 -> {suggested} fits: [\d.]+ MB of {limit[:-2]}", refused.stderr)
+
+    fits = run_python("-m", "raximport", "--memory-limit", limit, "step.py", str(suggested), cwd=tmp_path)
+    assert fits.returncode == 0 and "ran" in fits.stdout, fits.stderr
+    larger = run_python("-m", "raximport", "--memory-limit", limit, "step.py", str(int(suggested * 1.25)), cwd=tmp_path)
+    assert larger.returncode == 1 and "refused before running it" in larger.stderr
