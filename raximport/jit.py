@@ -200,6 +200,7 @@ def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[s
 STATIC, DYNAMIC, UNSUPPORTED = "static", "dynamic", "unsupported"
 _STATIC_TYPES: tuple[type, ...] = (bool, int, str, bytes, enum.Enum, type(None), type, range, slice)
 Layout = tuple[tuple[int, ...], tuple[str, ...]]  # (static_argnums, static_argnames)
+Hints = tuple[inspect.Signature, dict[str, str]]  # the signature, a verdict per annotated parameter
 _UNDECIDED = object()  # no layout decided yet for these argument types
 
 
@@ -281,7 +282,7 @@ class AutoJit:
         return self.compiled[layout]
 
     @functools.cached_property
-    def hints(self) -> tuple[list[str], dict[str, str]]:
+    def hints(self) -> Hints:
         """Read on the first call, not at decoration: annotations may name what is defined later."""
         return _annotation_hints(self.fn)
 
@@ -324,16 +325,17 @@ def _outside_trace() -> bool:
     return _outside_trace()
 
 
-def _annotation_hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, str]]:
-    """Parameter names in order, and a static/dynamic verdict for those whose annotation decides it."""
+def _annotation_hints(fn: Callable[..., Any]) -> Hints:
+    """The signature, and a static/dynamic verdict for the parameters whose annotation decides it
+    (that of `*args` holds for each of its entries, as their type checks do)."""
     target = inspect.unwrap(fn)
     try:
         hints = typing.get_type_hints(target)
     except Exception:
         hints = {}
-    names = list(inspect.signature(target).parameters)
+    signature = inspect.signature(target)
     verdicts: dict[str, str] = {}
-    for name in names:
+    for name in signature.parameters:
         hint = hints.get(name)
         if hint is None:
             continue
@@ -341,7 +343,7 @@ def _annotation_hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, str]
             verdicts[name] = DYNAMIC
         elif _is_python_value_type(hint):  # `temperature: float` must stay a Python float to pass its check
             verdicts[name] = STATIC
-    return names, verdicts
+    return signature, verdicts
 
 
 _PYTHON_VALUES = (int, float, bool, str, type(None))
@@ -408,26 +410,44 @@ def classify(value: Any, in_tuple: bool = False) -> str:
     return UNSUPPORTED
 
 
-def _static_layout(
-    hints: tuple[list[str], dict[str, str]], args: tuple[Any, ...], kwargs: dict[str, Any], traced: set[str]
-) -> Layout | None:
-    """(static_argnums, static_argnames) for this call, or None if some argument cannot go through jit."""
-    names, verdicts = hints
-    static_nums = []
-    for index, value in enumerate(args):
-        name = names[index] if index < len(names) else None
-        kind = DYNAMIC if name in traced else (verdicts.get(name) if name else None) or classify(value)
-        if kind == UNSUPPORTED:
-            return None
-        if kind == STATIC:
-            static_nums.append(index)
-    static_names = []
-    for name, value in kwargs.items():
+def _bound(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[int | str, str, Any]]:
+    """Each argument of a call as (its position or keyword, the parameter it binds to, its value),
+    bound as Python binds them: after `*xs`, `flag=` is keyword-only, never the second array.
+    Raises TypeError for a call that Python would refuse."""
+    bound = signature.bind(*args, **kwargs).arguments
+    positional = [p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    arguments: list[tuple[int | str, str, Any]] = []
+    for name, value in bound.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            arguments += [(len(positional) + i, name, entry) for i, entry in enumerate(value)]
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            arguments += [(key, name, entry) for key, entry in value.items()]
+        elif name in kwargs and kind is not inspect.Parameter.POSITIONAL_ONLY:
+            arguments.append((name, name, value))
+        else:
+            arguments.append((positional.index(name), name, value))
+    return arguments
+
+
+def _static_layout(hints: Hints, args: tuple[Any, ...], kwargs: dict[str, Any], traced: set[str]) -> Layout | None:
+    """(static_argnums, static_argnames) for this call, or None if some argument cannot go through
+    jit (or Python would refuse the call: plain Python then says why)."""
+    signature, verdicts = hints
+    try:
+        arguments = _bound(signature, args, kwargs)
+    except TypeError:
+        return None
+    static_nums: list[int] = []
+    static_names: list[str] = []
+    for where, name, value in arguments:
         kind = DYNAMIC if name in traced else verdicts.get(name) or classify(value)
         if kind == UNSUPPORTED:
             return None
+        if kind == STATIC and isinstance(where, str) and where != name and where in signature.parameters:
+            return None  # a `**kwargs` entry named like a positional-only parameter: jit refuses it as static
         if kind == STATIC:
-            static_names.append(name)
+            (static_nums if isinstance(where, int) else static_names).append(where)
     return tuple(static_nums), tuple(static_names)
 
 
@@ -436,10 +456,19 @@ def _verbose(config: "Config", message: str) -> None:
         note(message)
 
 
-def _announce(config: "Config", fn: Callable[..., Any], layout: Layout, hints: tuple[list[str], dict[str, str]]) -> None:
-    names = hints[0]
-    static = tuple(names[i] if i < len(names) else f"arg{i}" for i in layout[0]) + layout[1]
+def _announce(config: "Config", fn: Callable[..., Any], layout: Layout, hints: Hints) -> None:
+    static = tuple(_argument_name(hints[0], i) for i in layout[0]) + layout[1]
     _verbose(config, f"jit {function_name(fn)}: static={static}")
+
+
+def _argument_name(signature: inspect.Signature, index: int) -> str:
+    """The name of the `index`th positional argument: its parameter's, or `xs[1]` inside `*xs`."""
+    parameters = list(signature.parameters.values())
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if index < len(positional):
+        return positional[index].name
+    rest = next(p.name for p in parameters if p.kind is p.VAR_POSITIONAL)  # bind checked there is one
+    return f"{rest}[{index - len(positional)}]"
 
 
 def _introduced_by_jit(exc: BaseException) -> bool:

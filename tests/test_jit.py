@@ -266,6 +266,47 @@ def test_recompilation_watch(run_python, tmp_path: Path, mode: str) -> None:
         assert f"at {tmp_path / 'loop.py'}:16" in result.stderr  # the user's call site
 
 
+VARARGS = """
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+def blend(x: Float[Array, "n"], /, *others: Float[Array, "n"], flip: bool = False, **scales: float) -> Float[Array, "n"]:
+    out = x * scales.get("x", 1.0) * scales.get("y", 1.0)
+    for other in others:
+        out = out + other
+    return -out if flip else out
+"""
+
+
+def test_arguments_bind_as_python_binds_them(run_python, tmp_path: Path) -> None:
+    """After `*args`, a flag is keyword-only: the second array is not taken for it (it was made static,
+    and unhashable, so eqx.tree_equal ran without jit); `y=` goes to `**scales` and keeps its `float`
+    (it was traced, and failed that check); `x=` too, and runs as plain Python (jit cannot hold a
+    keyword named like a positional-only parameter static)."""
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "varargs.py", VARARGS)
+    write(tmp_path / "main.py", """
+import equinox as eqx, jax.numpy as jnp
+import varargs
+a, b = jnp.arange(3.0), jnp.ones(3)
+print(varargs.blend(a, b, b).tolist(), varargs.blend(a, b, flip=True, y=2.0).tolist(), varargs.blend(a, x=3.0).tolist())
+print(bool(eqx.tree_equal(a, a, a)), bool(eqx.tree_equal(a, a, b)), bool(eqx.tree_equal(a, a + 0.01, rtol=0.1)))
+print(bool(eqx.tree_equal([a, 1], [a, 1], typematch=True)))
+""")
+    plain = run_python("main.py", cwd=tmp_path)
+    result = run_python("-m", "raximport", "-p", "equinox", "--verbose", "main.py", cwd=tmp_path)
+    assert plain.returncode == result.returncode == 0, result.stderr
+    assert result.stdout == plain.stdout
+    assert "runs without jit" not in result.stderr
+    decisions = [line for line in result.stderr.splitlines() if line.startswith("raximport: jit ")]
+    assert decisions == [
+        "raximport: jit blend: static=()",
+        "raximport: jit blend: static=('flip', 'y')",
+        "raximport: jit tree_equal: static=()",
+        "raximport: jit tree_equal: static=('typematch',)",
+    ]
+
+
 def test_auto_jit_off(run_python, tmp_path: Path) -> None:
     write(tmp_path / "pyproject.toml", "")
     write(tmp_path / "model.py", AUTO)
