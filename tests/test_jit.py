@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ import optax
 import pytest
 
 import raximport
-from raximport.jit import DYNAMIC, STATIC, UNSUPPORTED, classify
+from raximport.jit import DYNAMIC, SPLIT, STATIC, UNSUPPORTED, classify
 from tests.helpers import write
 
 
@@ -108,6 +109,10 @@ class State:
         (np.dtype("float32"), STATIC), (None, STATIC), (Cfg(), STATIC), (Sizes(2, 0.5), STATIC), ((4, 8), STATIC),
         (optax.adamw(1e-3), STATIC), (jnp.tanh, STATIC), (jax.jit(lambda x: x), STATIC),
         (np.random.default_rng(0), UNSUPPORTED),
+        # pytrees holding leaves jit cannot trace: their arrays and numbers traced, the rest static
+        (eqx.nn.MLP(2, 1, 4, 1, key=jax.random.PRNGKey(0)), SPLIT), ((jnp.ones(1), "relu"), SPLIT),
+        ({"scale": 2.0, "name": "relu"}, SPLIT), (eqx.nn.Dropout(0.5), DYNAMIC), ((jnp.ones(1), 3), DYNAMIC),
+        ({"rng": np.random.default_rng(0)}, UNSUPPORTED), ([jnp.ones(1), Cfg], SPLIT),
     ],
 )
 def test_static_detection(value, kind) -> None:
@@ -307,6 +312,66 @@ print(bool(eqx.tree_equal([a, 1], [a, 1], typematch=True)))
     ]
 
 
+EQX_MODEL = """
+import equinox as eqx
+import jax, jax.numpy as jnp
+from jaxtyping import Array, Float
+
+class Net(eqx.Module):
+    mlp: eqx.nn.MLP
+    dropout: eqx.nn.Dropout
+
+def loss(model: eqx.nn.MLP, x: Float[Array, "b 2"], y: Float[Array, "b"]) -> Float[Array, ""]:
+    return jnp.mean((jax.vmap(model)(x)[:, 0] - y) ** 2)
+
+def predict(net: Net, x: Float[Array, "b 2"], key: Array) -> Float[Array, "b"]:
+    keys = jax.random.split(key, x.shape[0])
+    return jax.vmap(lambda row, k: net.dropout(net.mlp(row), key=k))(x, keys)[:, 0]
+
+def jittered(x: Float[Array, "n"], noise: dict) -> Float[Array, "n"]:
+    return x + noise["rng"].normal()
+"""
+
+EQX_MAIN = """
+import equinox as eqx, jax, jax.numpy as jnp, numpy as np
+import model
+mlp = eqx.nn.MLP(2, 1, 16, 2, key=jax.random.PRNGKey(0))  # holds its activation, jax.nn.relu
+x = jax.random.normal(jax.random.PRNGKey(1), (8, 2))
+y = x.sum(axis=1)
+value, grads = eqx.filter_value_and_grad(model.loss)(mlp, x, y)  # inside a trace: inlined
+mlp = eqx.apply_updates(mlp, jax.tree_util.tree_map(lambda g: -0.1 * g, grads))
+print(f"{value:.5f} {model.loss(mlp, x, y):.5f}")  # jit's sums may round the last bit otherwise
+net = model.Net(mlp, eqx.nn.Dropout(0.5))
+print(model.predict(net, x, jax.random.PRNGKey(2)).tolist())
+print(model.predict(eqx.nn.inference_mode(net), x, jax.random.PRNGKey(2)).tolist())
+rng = np.random.default_rng(0)
+print([model.jittered(jnp.zeros(2), {"rng": rng}).tolist() for _ in range(2)])
+"""
+
+
+def test_equinox_modules_holding_functions_are_jitted_with_their_other_leaves_static(run_python, tmp_path: Path) -> None:
+    """An eqx.nn.MLP holds jax.nn.relu: its arrays are traced, the rest static (equinox's rule), where
+    jit failed on it and every run printed a fallback report. Dropout's `inference` flag is traced
+    first (as jax.jit would), then static; a Generator in a dict runs as plain Python, said once
+    under --verbose. Results are plain Python's, and a run prints nothing of its own."""
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "model.py", EQX_MODEL)
+    write(tmp_path / "main.py", EQX_MAIN)
+    plain = run_python("main.py", cwd=tmp_path)
+    result = run_python("-m", "raximport", "main.py", cwd=tmp_path)
+    assert plain.returncode == result.returncode == 0, result.stderr
+    assert result.stdout == plain.stdout
+    assert result.stderr == plain.stderr
+    verbose = run_python("-m", "raximport", "--verbose", "main.py", cwd=tmp_path)
+    assert verbose.returncode == 0 and verbose.stdout == plain.stdout, verbose.stderr
+    lines = verbose.stderr.splitlines()
+    assert "raximport: jit loss: static=(), static leaves in ('model',)" in lines
+    assert "raximport: predict: the Python numbers in net are static from now on (tracing them failed)" in lines
+    assert lines.count("raximport: jittered runs as plain Python: argument 'noise' holds a Generator at ['rng'], "
+                       "which jit can neither trace nor hold static") == 1
+    assert "runs without jit" not in verbose.stderr
+
+
 def test_auto_jit_off(run_python, tmp_path: Path) -> None:
     write(tmp_path / "pyproject.toml", "")
     write(tmp_path / "model.py", AUTO)
@@ -350,7 +415,7 @@ print(counters.scaled(jnp.ones(2), {"scale": 2.0, "name": "a config with strings
     schedule, pinned, shapes, scaled = result.stdout.splitlines()
     assert eval(schedule) == eval(pinned) == [8.0 * 0.5**it for it in range(10)]
     assert eval(shapes) == list(range(1, 9))
-    assert eval(scaled) == [2.0, 2.0]  # a dict holding strings cannot be traced: runs as plain Python
+    assert eval(scaled) == [2.0, 2.0]  # a dict holding strings: they are static, its numbers traced
     assert "schedule: it changes on every call: traced from now on" in result.stderr
     assert "'n' changes on every call and sets a shape" in result.stderr
     assert "pinned has been compiled 5 times" in result.stderr  # annotated `int`: it stays a Python int
