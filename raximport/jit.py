@@ -220,7 +220,8 @@ class AutoJit:
     A pytree argument holding leaves jit cannot trace (an equinox module's activation function) is
     cut, as equinox's filter_jit does: its arrays and numbers traced, the rest static. Its Python
     numbers are traced as jax.jit would, and static once tracing fails (`Dropout.inference` steers
-    Python code).
+    Python code). Its results are cut the same way (a step returns the updated module), from the
+    start where an argument is cut, else once jit has refused a result that is not an array.
     """
 
     def __init__(self, fn: Callable[..., Any], config: "Config") -> None:
@@ -233,6 +234,7 @@ class AutoJit:
         self.trying: set[str] = set()  # the last of those, static again if tracing them fails
         self.static_numbers: set[str] = set()  # parameters whose pytrees' Python numbers are static
         self.said: set[str] = set()  # why calls run as plain Python, each said once under --verbose
+        self.cut_results = False  # a result held a leaf that is not an array: results are cut
 
     def function(self) -> Callable[..., Any]:
         """The per-call path, as a plain function (a method call would cost more, and a function
@@ -263,9 +265,13 @@ class AutoJit:
                         self._keep_ints_static()
                     elif self._hold_numbers(args, kwargs):  # a module's flag steers Python code
                         pass
+                    elif not self.cut_results and _BAD_RESULT.search(str(exc)):  # it returns a module
+                        self._cut_results(exc)
                     else:
                         self.eager = True
-                        show(fallback_report(fn, exc), json_path=self.config.report_json)
+                        arguments = [(_label(self.hints[0], where), value)
+                                     for where, _, value in _bound(self.hints[0], args, kwargs)]
+                        show(fallback_report(fn, exc, arguments), json_path=self.config.report_json)
                         return fn(*args, **kwargs)
                 jitted, from_types = _UNDECIDED, False
 
@@ -293,7 +299,7 @@ class AutoJit:
             return None
         if layout not in self.compiled:
             static_argnums, static_argnames, cuts = layout
-            if cuts:
+            if cuts or self.cut_results:
                 jitted = _jit(_whole(self.fn), self.config, self._on_churn, static_argnums=static_argnums,
                               static_argnames=static_argnames)
                 self.compiled[layout] = _cutting(jitted, cuts)
@@ -320,6 +326,15 @@ class AutoJit:
         _verbose(self.config, f"{function_name(self.fn)}: the Python numbers in {', '.join(sorted(names))} "
                  "are static from now on (tracing them failed)")
         return True
+
+    def _cut_results(self, exc: BaseException) -> None:
+        """jit refused a result that is not an array: cut results from now on, as arguments are."""
+        self.cut_results = True
+        self.by_types.clear()
+        self.compiled.clear()
+        found = _BAD_RESULT.search(str(exc))
+        _verbose(self.config, f"{function_name(self.fn)} returns a {found[1].rsplit('.', 1)[-1]} at {found[2]}, "  # type: ignore[index]
+                 "which is not an array: its results are cut from now on")
 
     @functools.cached_property
     def hints(self) -> Hints:
@@ -487,12 +502,28 @@ def _cut(value: Any, numbers_static: bool) -> "_Cut":
             raise _CannotJit(f"holds a {type(leaf).__name__} at {_path_of(value, leaf)}, which jit can neither "
                              "trace nor hold static")
         static.append(leaf)
+    rest = _Rest(treedef, tuple(static))
     try:
-        return _Cut(tuple(traced), _Rest(treedef, tuple(static)))
+        hash(rest)
     except TypeError:
         unhashable = [leaf for leaf in static if not _hashable(leaf)]
         where = f"a {type(unhashable[0]).__name__} at {_path_of(value, unhashable[0])}" if unhashable else "a node"
         raise _CannotJit(f"holds {where} that jit would hold static, and it cannot be hashed") from None
+    return _Cut(tuple(traced), rest)
+
+
+def _cut_result(result: Any) -> Any:
+    """A result of the function, cut while tracing if some leaf is not an array (`_cutting` puts it
+    back together): its arrays returned by jit, the rest as they were made at trace time."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(result)
+    arrays = _array_types()
+    if all(isinstance(leaf, arrays) for leaf in leaves):
+        return result
+    _register_cut()
+    static = tuple(None if isinstance(leaf, arrays) else leaf for leaf in leaves)
+    return _Cut(tuple(leaf for leaf in leaves if isinstance(leaf, arrays)), _Rest(treedef, static))
 
 
 def _path_of(tree: Any, leaf: Any) -> str:
@@ -511,8 +542,8 @@ def _hashable(value: Any) -> bool:
 
 class _Rest:
     """What a cut leaves static: the tree's structure and its other leaves (None where traced).
-    jit hashes and compares it on every call: the hash is computed once, and the leaves' types
-    count (a static `1` is not `True`)."""
+    jit hashes and compares an argument's on every call: the hash is computed once, and the
+    leaves' types count (a static `1` is not `True`); a result's is never hashed."""
 
     __slots__ = ("treedef", "leaves", "key", "hash")
 
@@ -520,9 +551,11 @@ class _Rest:
         self.treedef = treedef
         self.leaves = leaves
         self.key = (treedef, leaves, tuple(map(type, leaves)))
-        self.hash = hash(self.key)
+        self.hash: int | None = None
 
     def __hash__(self) -> int:
+        if self.hash is None:
+            self.hash = hash(self.key)
         return self.hash
 
     def __eq__(self, other: object) -> bool:
@@ -563,20 +596,22 @@ def _register_cut() -> None:
 
 
 def _whole(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn` for jit to trace with cut arguments (see `_cutting`): it gets them whole."""
+    """`fn` for jit to trace with cut arguments (see `_cutting`): it gets them whole, and its result
+    is cut."""
 
     @functools.wraps(fn)
     def whole(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        return fn(*[a.whole() if type(a) is _Cut else a for a in args],
-                  **{k: v.whole() if type(v) is _Cut else v for k, v in kwargs.items()})
+        return _cut_result(fn(*[a.whole() if type(a) is _Cut else a for a in args],
+                              **{k: v.whole() if type(v) is _Cut else v for k, v in kwargs.items()}))
 
     return whole
 
 
 def _cutting(jitted: Callable[..., Any], cuts: Cuts) -> Callable[..., Any]:
     """`jitted` called with the arguments at `cuts` cut, on every call: their contents may differ
-    between calls of the same types (a _CannotJit then has the call decided again)."""
+    between calls of the same types (a _CannotJit then has the call decided again); its result
+    whole again."""
     positions = [(where, numbers) for where, numbers in cuts if isinstance(where, int)]
     keywords = [(where, numbers) for where, numbers in cuts if isinstance(where, str)]
 
@@ -588,7 +623,8 @@ def _cutting(jitted: Callable[..., Any], cuts: Cuts) -> Callable[..., Any]:
                 args[index] = _cut(args[index], numbers)  # type: ignore[index]
         for name, numbers in keywords:
             kwargs[name] = _cut(kwargs[name], numbers)
-        return jitted(*args, **kwargs)
+        result = jitted(*args, **kwargs)
+        return result.whole() if type(result) is _Cut else result
 
     return call
 
@@ -627,8 +663,12 @@ def _static_layout(
     static_names: list[str] = []
     cuts: list[tuple[int | str, bool]] = []
     for where, name, value in arguments:
-        kind = DYNAMIC if name in traced else verdicts.get(name) or classify(value, numbers_static=name in numbers_static)
-        label = _argument_name(signature, where) if isinstance(where, int) else where
+        kind = classify(value, numbers_static=name in numbers_static)
+        if verdicts.get(name) == STATIC:
+            kind = STATIC
+        elif (name in traced or verdicts.get(name) == DYNAMIC) and isinstance(value, _NUMBERS):
+            kind = DYNAMIC  # a Python number jit can trace: for an array annotation, or a step counter
+        label = _label(signature, where)
         if kind == UNSUPPORTED:
             why = f"is a {type(value).__name__}, which jit can neither trace nor hold static"
             if _is_pytree_node(value):
@@ -653,8 +693,13 @@ def _verbose(config: "Config", message: str) -> None:
 
 def _announce(config: "Config", fn: Callable[..., Any], layout: Layout, hints: Hints) -> None:
     static = tuple(_argument_name(hints[0], i) for i in layout[0]) + layout[1]
-    cut = tuple(_argument_name(hints[0], w) if isinstance(w, int) else w for w, _ in layout[2])
+    cut = tuple(_label(hints[0], where) for where, _ in layout[2])
     _verbose(config, f"jit {function_name(fn)}: static={static}" + (f", static leaves in {cut}" if cut else ""))
+
+
+def _label(signature: inspect.Signature, where: int | str) -> str:
+    """How a report names the argument at a position or keyword."""
+    return _argument_name(signature, where) if isinstance(where, int) else where
 
 
 def _argument_name(signature: inspect.Signature, index: int) -> str:
@@ -689,7 +734,14 @@ def _introduced_by_jit(exc: BaseException) -> bool:
     )
 
 
-def fallback_report(fn: Callable[..., Any], exc: BaseException) -> Report:
+_BAD_RESULT = re.compile(r"returned a value of type <class '([\w.]+)'> at output component (\S+), which is not a valid JAX type")
+_BAD_ARGUMENT = re.compile(r"problematic value is of type <class '([\w.]+)'> and was passed to the function at path (\S+)\.(?:\s|$)")
+_UNHASHABLE = re.compile(r"Non-hashable static arguments .* an object of type <class '([\w.]+)'>")
+_YOURSELF = "or jit it yourself with static_argnames for the arguments it uses as Python values"
+
+
+def fallback_report(fn: Callable[..., Any], exc: BaseException, arguments: list[tuple[str, Any]]) -> Report:
+    """The report for a function that jit cannot trace; `arguments`: its call's, as (label, value)."""
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     target = inspect.unwrap(fn)
     code = getattr(target, "__code__", None)
@@ -698,10 +750,31 @@ def fallback_report(fn: Callable[..., Any], exc: BaseException) -> Report:
         title=f"{function_name(fn)} runs without jit: it cannot be traced ({type(exc).__name__})",
         where=user_location(exc.__traceback__) or ((code.co_filename, code.co_firstlineno) if code else None),
         details=(first_line,),
-        fix=(
-            "results are the same, only slower. To make it jittable: use jnp.where / lax.cond instead of "
-            "Python `if` on array values, keep shapes from Python ints (not arrays), return arrays only; "
-            "or jit it yourself with static_argnames for the arguments used as Python values"
-        ),
+        fix=f"results are the same, only slower. To make it jittable: {_fix(exc, arguments)}",
         extra={"function": function_name(fn), "error": type(exc).__name__},
     )
+
+
+def _fix(exc: BaseException, arguments: list[tuple[str, Any]]) -> str:
+    """What to change, for the cause that `exc` names."""
+    import jax.errors as je
+
+    message = str(exc)
+    if found := _BAD_ARGUMENT.search(message):
+        return (f"argument leaf {found[2]} is a {found[1].rsplit('.', 1)[-1]}, not an array, and jit traces "
+                f"arrays: pass an array there, {_YOURSELF}")
+    if found := _UNHASHABLE.search(message):
+        kind = found[1].rsplit(".", 1)[-1]
+        names = [label for label, value in arguments if type(value).__name__ == kind and not _hashable(value)]
+        which = f"argument '{names[0]}'" if names else "a static argument"
+        return (f"{which} is held static (jit compiles its value in), so it must be hashable, and a {kind} is "
+                "not: make it a frozen dataclass (@dataclass(frozen=True)) or a NamedTuple, or pass its arrays")
+    if isinstance(exc, je.TracerBoolConversionError):
+        return f"it branches in Python (`if`, `while`, `and`, bool()) on an array: use jnp.where or lax.cond, {_YOURSELF}"
+    if isinstance(exc, je.TracerArrayConversionError):
+        return "it calls numpy on an array: use jax.numpy there"
+    if isinstance(exc, (je.ConcretizationTypeError, je.TracerIntegerConversionError)) or any(
+            marker in message for marker in ("must be static integers", "1D sequences of concrete values")):
+        return ("it makes a Python number or a shape from an array (int(), .item(), range(), jnp.zeros(n)): "
+                f"keep shapes and counts Python ints, {_YOURSELF}")
+    return f"pass arrays where it traces and hashable Python values where it needs them, {_YOURSELF}"

@@ -202,6 +202,24 @@ def test_auto_jit_results_equal_plain_python_including_fallbacks(load, capsys) -
     for name, error in (("branchy", "TracerBoolConversionError"), ("to_int", "ConcretizationTypeError"), ("unhashable", "ValueError")):
         assert f"{name} runs without jit: it cannot be traced ({error})" in err
     assert err.count("runs without jit") == 3  # one report per function, not per call
+    # the fix for each cause
+    assert "it branches in Python (`if`, `while`, `and`, bool()) on an array: use jnp.where or lax.cond" in err
+    assert "it makes a Python number or a shape from an array (int(), .item(), range(), jnp.zeros(n))" in err
+    assert ("argument 'm' is held static (jit compiles its value in), so it must be hashable, and a Mutable is not: "
+            "make it a frozen dataclass") in err
+    assert "jnp.where" not in err.split("unhashable runs without jit")[1]
+
+
+def test_the_fallback_fix_names_the_leaf_that_is_not_an_array() -> None:
+    from raximport.jit import fallback_report
+
+    def takes(d):
+        return 0
+
+    with pytest.raises(TypeError) as caught:
+        jax.jit(takes)({"w": jnp.ones(1), "act": print})
+    fix = fallback_report(takes, caught.value, [("d", {"w": jnp.ones(1), "act": print})]).fix
+    assert "argument leaf d['act'] is a builtin_function_or_method, not an array, and jit traces arrays" in fix
 
 
 def test_auto_jit_compiles_from_python_and_inlines_inside_traces(run_python, tmp_path: Path) -> None:
@@ -233,6 +251,17 @@ def test_a_genuine_shape_error_is_not_swallowed_by_the_fallback(load) -> None:
     mod = load("auto_shape", AUTO)
     with pytest.raises(TypeCheckError):
         mod.forward(jnp.ones((2, 2)), mod.Config())
+
+
+def test_an_array_annotation_given_something_else_fails_its_check_without_a_report(load, capsys) -> None:
+    """`x: Float[Array, "n"]` makes a number traced, not a string: jit fails on that with a report
+    about raximport's own choice; plain Python's check names the mistake."""
+    from jaxtyping import TypeCheckError
+
+    mod = load("auto_not_array", AUTO)
+    with pytest.raises(TypeCheckError):
+        mod.forward("abc", mod.Config())
+    assert "runs without jit" not in capsys.readouterr().err
 
 
 RECOMPILE = """
@@ -330,6 +359,13 @@ def predict(net: Net, x: Float[Array, "b 2"], key: Array) -> Float[Array, "b"]:
 
 def jittered(x: Float[Array, "n"], noise: dict) -> Float[Array, "n"]:
     return x + noise["rng"].normal()
+
+def step(model: eqx.nn.MLP, x: Float[Array, "b 2"], y: Float[Array, "b"]) -> tuple[Float[Array, ""], eqx.nn.MLP]:
+    value, grads = eqx.filter_value_and_grad(loss)(model, x, y)
+    return value, eqx.apply_updates(model, jax.tree_util.tree_map(lambda g: -0.1 * g, grads))
+
+def labelled(x: Float[Array, "n"]) -> tuple[Float[Array, "n"], str]:
+    return 2 * x, "doubled"
 """
 
 EQX_MAIN = """
@@ -338,9 +374,10 @@ import model
 mlp = eqx.nn.MLP(2, 1, 16, 2, key=jax.random.PRNGKey(0))  # holds its activation, jax.nn.relu
 x = jax.random.normal(jax.random.PRNGKey(1), (8, 2))
 y = x.sum(axis=1)
-value, grads = eqx.filter_value_and_grad(model.loss)(mlp, x, y)  # inside a trace: inlined
-mlp = eqx.apply_updates(mlp, jax.tree_util.tree_map(lambda g: -0.1 * g, grads))
-print(f"{value:.5f} {model.loss(mlp, x, y):.5f}")  # jit's sums may round the last bit otherwise
+for _ in range(2):
+    value, mlp = model.step(mlp, x, y)  # returns the module: its activation too
+    print(f"{value:.5f} {model.loss(mlp, x, y):.5f}")  # jit's sums may round the last bit otherwise
+print(mlp.activation is jax.nn.relu, [model.labelled(jnp.ones(2))[1] for _ in range(2)])
 net = model.Net(mlp, eqx.nn.Dropout(0.5))
 print(model.predict(net, x, jax.random.PRNGKey(2)).tolist())
 print(model.predict(eqx.nn.inference_mode(net), x, jax.random.PRNGKey(2)).tolist())
@@ -351,7 +388,8 @@ print([model.jittered(jnp.zeros(2), {"rng": rng}).tolist() for _ in range(2)])
 
 def test_equinox_modules_holding_functions_are_jitted_with_their_other_leaves_static(run_python, tmp_path: Path) -> None:
     """An eqx.nn.MLP holds jax.nn.relu: its arrays are traced, the rest static (equinox's rule), where
-    jit failed on it and every run printed a fallback report. Dropout's `inference` flag is traced
+    jit failed on it and every run printed a fallback report; a step returns the module, and a
+    result may hold a string: results are cut the same way. Dropout's `inference` flag is traced
     first (as jax.jit would), then static; a Generator in a dict runs as plain Python, said once
     under --verbose. Results are plain Python's, and a run prints nothing of its own."""
     write(tmp_path / "pyproject.toml", "")
@@ -366,6 +404,8 @@ def test_equinox_modules_holding_functions_are_jitted_with_their_other_leaves_st
     assert verbose.returncode == 0 and verbose.stdout == plain.stdout, verbose.stderr
     lines = verbose.stderr.splitlines()
     assert "raximport: jit loss: static=(), static leaves in ('model',)" in lines
+    assert "raximport: jit step: static=(), static leaves in ('model',)" in lines
+    assert "raximport: labelled returns a str at [1], which is not an array: its results are cut from now on" in lines
     assert "raximport: predict: the Python numbers in net are static from now on (tracing them failed)" in lines
     assert lines.count("raximport: jittered runs as plain Python: argument 'noise' holds a Generator at ['rng'], "
                        "which jit can neither trace nor hold static") == 1
