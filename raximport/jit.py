@@ -202,8 +202,12 @@ def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[s
 # --- auto-jit -----------------------------------------------------------------------------------
 
 STATIC, DYNAMIC, UNSUPPORTED = "static", "dynamic", "unsupported"
+SPLIT = "split"  # a pytree holding leaves jit cannot trace (a module's activation function): cut in two
 _STATIC_TYPES: tuple[type, ...] = (bool, int, str, bytes, enum.Enum, type(None), type, range, slice)
-Layout = tuple[tuple[int, ...], tuple[str, ...]]  # (static_argnums, static_argnames)
+_NUMBERS = (int, float, complex)  # bool too
+Cuts = tuple[tuple[int | str, bool], ...]  # (position or keyword, its numbers static) of each SPLIT argument
+Layout = tuple[tuple[int, ...], tuple[str, ...], Cuts]  # (static_argnums, static_argnames, cuts)
+Hints = tuple[inspect.Signature, dict[str, str]]  # the signature, a verdict per annotated parameter
 _UNDECIDED = object()  # no layout decided yet for these argument types
 
 
@@ -217,6 +221,11 @@ class AutoJit:
     (a tuple of arrays where it was of ints: jit refuses it) is decided again from its values.
     A Python int that changes on every call (a step counter) is first static, like any int; once
     it has caused a few compiles it is traced instead, unless that fails (it is used as a shape).
+    A pytree argument holding leaves jit cannot trace (an equinox module's activation function) is
+    cut, as equinox's filter_jit does: its arrays and numbers traced, the rest static. Its Python
+    numbers are traced as jax.jit would, and static once tracing fails (`Dropout.inference` steers
+    Python code). Its results are cut the same way (a step returns the updated module), from the
+    start where an argument is cut, else once jit has refused a result that is not an array.
     """
 
     def __init__(self, fn: Callable[..., Any], config: "Config") -> None:
@@ -227,6 +236,9 @@ class AutoJit:
         self.eager = False
         self.traced_ints: set[str] = set()  # int parameters traced because they changed on every call
         self.trying: set[str] = set()  # the last of those, static again if tracing them fails
+        self.static_numbers: set[str] = set()  # parameters whose pytrees' Python numbers are static
+        self.said: set[str] = set()  # why calls run as plain Python, each said once under --verbose
+        self.cut_results = False  # a result held a leaf that is not an array: results are cut
 
     def function(self) -> Callable[..., Any]:
         """The per-call path, as a plain function (a method call would cost more, and a function
@@ -249,15 +261,21 @@ class AutoJit:
                 try:
                     return jitted(*args, **kwargs)
                 except Exception as exc:
-                    if not _introduced_by_jit(exc):
+                    if not (isinstance(exc, _CannotJit) or _introduced_by_jit(exc)):
                         raise
                     if from_types:  # same types as an earlier call, other contents (a tuple of arrays, not of ints)
                         by_types.pop(key, None)
                     elif self.trying:  # the ints just made traced set a shape after all
                         self._keep_ints_static()
+                    elif self._hold_numbers(args, kwargs):  # a module's flag steers Python code
+                        pass
+                    elif not self.cut_results and _BAD_RESULT.search(str(exc)):  # it returns a module
+                        self._cut_results(exc)
                     else:
                         self.eager = True
-                        show(fallback_report(fn, exc), json_path=self.config.report_json)
+                        arguments = [(_label(self.hints[0], where), value)
+                                     for where, _, value in _bound(self.hints[0], args, kwargs)]
+                        show(fallback_report(fn, exc, arguments), json_path=self.config.report_json)
                         return fn(*args, **kwargs)
                 jitted, from_types = _UNDECIDED, False
 
@@ -266,26 +284,64 @@ class AutoJit:
 
     def _decide(self, key: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
         """The jitted function for this call's values (None: plain Python), kept for the calls with
-        the same argument types; a None only when no argument is a container, whose contents may
-        go through jit another time."""
+        the same argument types; a None only when no argument is a pytree (a container, a module),
+        whose contents may go through jit another time."""
         jitted = self._choose(args, kwargs)
-        if jitted is not None or not any(isinstance(v, (tuple, list, dict)) for v in (*args, *kwargs.values())):
+        if jitted is not None or not any(map(_is_pytree_node, (*args, *kwargs.values()))):
             self.by_types[key] = jitted
         return jitted
 
     def _choose(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
-        """The jitted function for this call's layout, or None if an argument cannot go through jit."""
-        layout = _static_layout(self.hints, args, kwargs, self.traced_ints)
-        if layout is None:
+        """The jitted function for this call's layout, or None if an argument cannot go through jit
+        (said once under --verbose)."""
+        try:
+            layout = _static_layout(self.hints, args, kwargs, self.traced_ints, self.static_numbers)
+        except _CannotJit as why:
+            if str(why) not in self.said:
+                self.said.add(str(why))
+                _verbose(self.config, f"{function_name(self.fn)} runs as plain Python: {why}")
             return None
         if layout not in self.compiled:
-            self.compiled[layout] = _jit(self.fn, self.config, self._on_churn, static_argnums=layout[0],
-                                         static_argnames=layout[1])
+            static_argnums, static_argnames, cuts = layout
+            if cuts or self.cut_results:
+                jitted = _jit(_whole(self.fn), self.config, self._on_churn, static_argnums=static_argnums,
+                              static_argnames=static_argnames)
+                self.compiled[layout] = _cutting(jitted, cuts)
+            else:
+                self.compiled[layout] = _jit(self.fn, self.config, self._on_churn, static_argnums=static_argnums,
+                                             static_argnames=static_argnames)
             _announce(self.config, self.fn, layout, self.hints)
         return self.compiled[layout]
 
+    def _hold_numbers(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """After a failed trace: hold static the Python numbers in this call's pytree arguments
+        (equinox's rule) and decide again; False if there are none left to hold."""
+        import jax
+
+        names = {
+            name for _, name, value in _bound(self.hints[0], args, kwargs)
+            if name not in self.static_numbers and _is_pytree_node(value) and classify(value) in (DYNAMIC, SPLIT)
+            and any(isinstance(leaf, _NUMBERS) for leaf in jax.tree_util.tree_leaves(value))
+        }
+        if not names:
+            return False
+        self.static_numbers |= names
+        self.by_types.clear()
+        _verbose(self.config, f"{function_name(self.fn)}: the Python numbers in {', '.join(sorted(names))} "
+                 "are static from now on (tracing them failed)")
+        return True
+
+    def _cut_results(self, exc: BaseException) -> None:
+        """jit refused a result that is not an array: cut results from now on, as arguments are."""
+        self.cut_results = True
+        self.by_types.clear()
+        self.compiled.clear()
+        found = _BAD_RESULT.search(str(exc))
+        _verbose(self.config, f"{function_name(self.fn)} returns a {found[1].rsplit('.', 1)[-1]} at {found[2]}, "  # type: ignore[index]
+                 "which is not an array: its results are cut from now on")
+
     @functools.cached_property
-    def hints(self) -> tuple[list[str], dict[str, str]]:
+    def hints(self) -> Hints:
         """Read on the first call, not at decoration: annotations may name what is defined later."""
         return _annotation_hints(self.fn)
 
@@ -328,16 +384,17 @@ def _outside_trace() -> bool:
     return _outside_trace()
 
 
-def _annotation_hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, str]]:
-    """Parameter names in order, and a static/dynamic verdict for those whose annotation decides it."""
+def _annotation_hints(fn: Callable[..., Any]) -> Hints:
+    """The signature, and a static/dynamic verdict for the parameters whose annotation decides it
+    (that of `*args` holds for each of its entries, as their type checks do)."""
     target = inspect.unwrap(fn)
     try:
         hints = typing.get_type_hints(target)
     except Exception:
         hints = {}
-    names = list(inspect.signature(target).parameters)
+    signature = inspect.signature(target)
     verdicts: dict[str, str] = {}
-    for name in names:
+    for name in signature.parameters:
         hint = hints.get(name)
         if hint is None:
             continue
@@ -345,7 +402,7 @@ def _annotation_hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, str]
             verdicts[name] = DYNAMIC
         elif _is_python_value_type(hint):  # `temperature: float` must stay a Python float to pass its check
             verdicts[name] = STATIC
-    return names, verdicts
+    return signature, verdicts
 
 
 _PYTHON_VALUES = (int, float, bool, str, type(None))
@@ -379,32 +436,29 @@ def _is_pytree_node(value: Any) -> bool:
     return _PYTREE_TYPES[cls]
 
 
-def classify(value: Any, in_tuple: bool = False) -> str:
-    """static: hashable configuration JAX must see as a Python value; dynamic: arrays and pytrees.
+def classify(value: Any, in_tuple: bool = False, numbers_static: bool = False) -> str:
+    """static: hashable configuration JAX must see as a Python value; dynamic: arrays and pytrees of
+    arrays and numbers; split: pytrees also holding other leaves (see `_cut`).
 
     A Python float alone is dynamic (a learning rate changes without a recompile); inside a
     tuple of Python values (a NamedTuple config) it is part of that static value.
     """
-    import jax
     import numpy as np
 
     if in_tuple and isinstance(value, float):
         return STATIC
-    if isinstance(value, (jax.Array, np.ndarray, np.generic, float, complex)):
+    if isinstance(value, (*_array_types(), float, complex)):
         return DYNAMIC
     if isinstance(value, _STATIC_TYPES) or isinstance(value, np.dtype):
         return STATIC
-    if isinstance(value, (dict, list)):
-        leaves = jax.tree_util.tree_leaves(value)
-        numeric = (jax.Array, np.ndarray, np.generic, int, float, complex)
-        return DYNAMIC if all(isinstance(leaf, numeric) for leaf in leaves) else UNSUPPORTED
-    if isinstance(value, tuple):
-        kinds = {classify(v, in_tuple=True) for v in value}
-        if kinds <= {STATIC}:  # a NamedTuple of numbers, an optax transformation, a shape
-            return STATIC
-        return DYNAMIC if UNSUPPORTED not in kinds else UNSUPPORTED
+    if isinstance(value, tuple) and all(classify(v, in_tuple=True) == STATIC for v in value):
+        return STATIC  # a NamedTuple of numbers, an optax transformation, a shape
     if _is_pytree_node(value):
-        return DYNAMIC
+        try:
+            cut = _cut(value, numbers_static)
+        except _CannotJit:
+            return UNSUPPORTED
+        return SPLIT if any(leaf is not None for leaf in cut.rest.leaves) else DYNAMIC
     if dataclasses.is_dataclass(value):
         return STATIC
     if callable(value):
@@ -412,27 +466,228 @@ def classify(value: Any, in_tuple: bool = False) -> str:
     return UNSUPPORTED
 
 
+@functools.cache
+def _array_types() -> tuple[type, ...]:
+    """What jit traces as it is: JAX's arrays and numpy's (JAX imported on first use)."""
+    import jax
+    import numpy as np
+
+    return jax.Array, np.ndarray, np.generic
+
+
+class _CannotJit(Exception):
+    """This call cannot go through jit; the message says why (for --verbose)."""
+
+
+_STATIC_LEAF: dict[type, bool] = {}
+
+
+def _cut(value: Any, numbers_static: bool) -> "_Cut":
+    """`value` cut for jit, as equinox's filter_jit cuts its arguments: arrays (and Python numbers,
+    unless `numbers_static`) traced; the other leaves static, with the tree's structure, so they must
+    be hashable: functions by identity, strings and numbers by value. Raises _CannotJit for a leaf
+    that should not be frozen into a compile (a numpy Generator) or cannot be hashed."""
+    import jax
+
+    _register_cut()
+    traced_types = _array_types() if numbers_static else (*_array_types(), *_NUMBERS)
+    leaves, treedef = jax.tree_util.tree_flatten(value)
+    traced: list[Any] = []
+    static: list[Any] = []
+    for leaf in leaves:
+        if isinstance(leaf, traced_types):
+            traced.append(leaf)
+            static.append(None)  # never a leaf: JAX's None is an empty subtree
+            continue
+        kind = _STATIC_LEAF.get(type(leaf))
+        if kind is None:
+            kind = _STATIC_LEAF[type(leaf)] = isinstance(leaf, _NUMBERS) or classify(leaf) == STATIC
+        if not kind:
+            raise _CannotJit(f"holds a {type(leaf).__name__} at {_path_of(value, leaf)}, which jit can neither "
+                             "trace nor hold static")
+        static.append(leaf)
+    rest = _Rest(treedef, tuple(static))
+    try:
+        hash(rest)
+    except TypeError:
+        unhashable = [leaf for leaf in static if not _hashable(leaf)]
+        where = f"a {type(unhashable[0]).__name__} at {_path_of(value, unhashable[0])}" if unhashable else "a node"
+        raise _CannotJit(f"holds {where} that jit would hold static, and it cannot be hashed") from None
+    return _Cut(tuple(traced), rest)
+
+
+def _cut_result(result: Any) -> Any:
+    """A result of the function, cut while tracing if some leaf is not an array (`_cutting` puts it
+    back together): its arrays returned by jit, the rest as they were made at trace time."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(result)
+    arrays = _array_types()
+    if all(isinstance(leaf, arrays) for leaf in leaves):
+        return result
+    _register_cut()
+    static = tuple(None if isinstance(leaf, arrays) else leaf for leaf in leaves)
+    return _Cut(tuple(leaf for leaf in leaves if isinstance(leaf, arrays)), _Rest(treedef, static))
+
+
+def _path_of(tree: Any, leaf: Any) -> str:
+    import jax
+
+    return next(jax.tree_util.keystr(path) for path, found in jax.tree_util.tree_leaves_with_path(tree) if found is leaf)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+class _Rest:
+    """What a cut leaves static: the tree's structure and its other leaves (None where traced).
+    jit hashes and compares an argument's on every call: the hash is computed once, and the
+    leaves' types count (a static `1` is not `True`); a result's is never hashed."""
+
+    __slots__ = ("treedef", "leaves", "key", "hash")
+
+    def __init__(self, treedef: Any, leaves: tuple[Any, ...]) -> None:
+        self.treedef = treedef
+        self.leaves = leaves
+        self.key = (treedef, leaves, tuple(map(type, leaves)))
+        self.hash: int | None = None
+
+    def __hash__(self) -> int:
+        if self.hash is None:
+            self.hash = hash(self.key)
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Rest) and self.hash == other.hash and self.key == other.key
+
+
+class _Cut:
+    """A pytree argument cut for jit: its traced leaves are this pytree node's children, the rest its
+    static aux data. `whole()` puts it back together (while tracing, with tracers)."""
+
+    __slots__ = ("traced", "rest")
+
+    def __init__(self, traced: tuple[Any, ...], rest: _Rest) -> None:
+        self.traced = traced
+        self.rest = rest
+
+    def whole(self) -> Any:
+        import jax
+
+        merged = iter(self.traced)
+        leaves = [next(merged) if leaf is None else leaf for leaf in self.rest.leaves]
+        return jax.tree_util.tree_unflatten(self.rest.treedef, leaves)
+
+
+@functools.cache
+def _register_cut() -> None:
+    """Register _Cut as a pytree node, with the paths of its traced leaves in the whole tree as keys
+    (the recompilation report says `model.layers[0].weight`)."""
+    import jax
+
+    def with_keys(cut: _Cut) -> tuple[list[tuple[str, Any]], _Rest]:
+        paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(cut.whole())]
+        traced = [path for path, leaf in zip(paths, cut.rest.leaves) if leaf is None]
+        return list(zip(traced, cut.traced)), cut.rest
+
+    jax.tree_util.register_pytree_with_keys(
+        _Cut, with_keys, lambda rest, traced: _Cut(tuple(traced), rest), lambda cut: (cut.traced, cut.rest))
+
+
+def _whole(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` for jit to trace with cut arguments (see `_cutting`): it gets them whole, and its result
+    is cut."""
+
+    @functools.wraps(fn)
+    def whole(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        return _cut_result(fn(*[a.whole() if type(a) is _Cut else a for a in args],
+                              **{k: v.whole() if type(v) is _Cut else v for k, v in kwargs.items()}))
+
+    return whole
+
+
+def _cutting(jitted: Callable[..., Any], cuts: Cuts) -> Callable[..., Any]:
+    """`jitted` called with the arguments at `cuts` cut, on every call: their contents may differ
+    between calls of the same types (a _CannotJit then has the call decided again); its result
+    whole again."""
+    positions = [(where, numbers) for where, numbers in cuts if isinstance(where, int)]
+    keywords = [(where, numbers) for where, numbers in cuts if isinstance(where, str)]
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if positions:
+            args = list(args)  # type: ignore[assignment]
+            for index, numbers in positions:
+                args[index] = _cut(args[index], numbers)  # type: ignore[index]
+        for name, numbers in keywords:
+            kwargs[name] = _cut(kwargs[name], numbers)
+        result = jitted(*args, **kwargs)
+        return result.whole() if type(result) is _Cut else result
+
+    return call
+
+
+def _bound(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[int | str, str, Any]]:
+    """Each argument of a call as (its position or keyword, the parameter it binds to, its value),
+    bound as Python binds them: after `*xs`, `flag=` is keyword-only, never the second array.
+    Raises TypeError for a call that Python would refuse."""
+    bound = signature.bind(*args, **kwargs).arguments
+    positional = [p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    arguments: list[tuple[int | str, str, Any]] = []
+    for name, value in bound.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            arguments += [(len(positional) + i, name, entry) for i, entry in enumerate(value)]
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            arguments += [(key, name, entry) for key, entry in value.items()]
+        elif name in kwargs and kind is not inspect.Parameter.POSITIONAL_ONLY:
+            arguments.append((name, name, value))
+        else:
+            arguments.append((positional.index(name), name, value))
+    return arguments
+
+
 def _static_layout(
-    hints: tuple[list[str], dict[str, str]], args: tuple[Any, ...], kwargs: dict[str, Any], traced: set[str]
-) -> Layout | None:
-    """(static_argnums, static_argnames) for this call, or None if some argument cannot go through jit."""
-    names, verdicts = hints
-    static_nums = []
-    for index, value in enumerate(args):
-        name = names[index] if index < len(names) else None
-        kind = DYNAMIC if name in traced else (verdicts.get(name) if name else None) or classify(value)
+    hints: Hints, args: tuple[Any, ...], kwargs: dict[str, Any], traced: set[str], numbers_static: set[str]
+) -> Layout:
+    """(static_argnums, static_argnames, cuts) for this call; raises _CannotJit if some argument
+    cannot go through jit (or Python would refuse the call: plain Python then says why)."""
+    signature, verdicts = hints
+    try:
+        arguments = _bound(signature, args, kwargs)
+    except TypeError as exc:
+        raise _CannotJit(str(exc)) from None
+    static_nums: list[int] = []
+    static_names: list[str] = []
+    cuts: list[tuple[int | str, bool]] = []
+    for where, name, value in arguments:
+        kind = classify(value, numbers_static=name in numbers_static)
+        if verdicts.get(name) == STATIC:
+            kind = STATIC
+        elif (name in traced or verdicts.get(name) == DYNAMIC) and isinstance(value, _NUMBERS):
+            kind = DYNAMIC  # a Python number jit can trace: for an array annotation, or a step counter
+        label = _label(signature, where)
         if kind == UNSUPPORTED:
-            return None
+            why = f"is a {type(value).__name__}, which jit can neither trace nor hold static"
+            if _is_pytree_node(value):
+                try:
+                    _cut(value, name in numbers_static)
+                except _CannotJit as cannot:
+                    why = str(cannot)
+            raise _CannotJit(f"argument '{label}' {why}")
+        if kind == STATIC and isinstance(where, str) and where != name and where in signature.parameters:
+            raise _CannotJit(f"argument '{where}' goes to **{name}, and jit cannot hold it static under that name")
         if kind == STATIC:
-            static_nums.append(index)
-    static_names = []
-    for name, value in kwargs.items():
-        kind = DYNAMIC if name in traced else verdicts.get(name) or classify(value)
-        if kind == UNSUPPORTED:
-            return None
-        if kind == STATIC:
-            static_names.append(name)
-    return tuple(static_nums), tuple(static_names)
+            (static_nums if isinstance(where, int) else static_names).append(where)
+        elif kind == SPLIT:
+            cuts.append((where, name in numbers_static))
+    return tuple(static_nums), tuple(static_names), tuple(cuts)
 
 
 def _verbose(config: "Config", message: str) -> None:
@@ -440,10 +695,25 @@ def _verbose(config: "Config", message: str) -> None:
         note(message)
 
 
-def _announce(config: "Config", fn: Callable[..., Any], layout: Layout, hints: tuple[list[str], dict[str, str]]) -> None:
-    names = hints[0]
-    static = tuple(names[i] if i < len(names) else f"arg{i}" for i in layout[0]) + layout[1]
-    _verbose(config, f"jit {function_name(fn)}: static={static}")
+def _announce(config: "Config", fn: Callable[..., Any], layout: Layout, hints: Hints) -> None:
+    static = tuple(_argument_name(hints[0], i) for i in layout[0]) + layout[1]
+    cut = tuple(_label(hints[0], where) for where, _ in layout[2])
+    _verbose(config, f"jit {function_name(fn)}: static={static}" + (f", static leaves in {cut}" if cut else ""))
+
+
+def _label(signature: inspect.Signature, where: int | str) -> str:
+    """How a report names the argument at a position or keyword."""
+    return _argument_name(signature, where) if isinstance(where, int) else where
+
+
+def _argument_name(signature: inspect.Signature, index: int) -> str:
+    """The name of the `index`th positional argument: its parameter's, or `xs[1]` inside `*xs`."""
+    parameters = list(signature.parameters.values())
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if index < len(positional):
+        return positional[index].name
+    rest = next(p.name for p in parameters if p.kind is p.VAR_POSITIONAL)  # bind checked there is one
+    return f"{rest}[{index - len(positional)}]"
 
 
 def _introduced_by_jit(exc: BaseException) -> bool:
@@ -468,7 +738,14 @@ def _introduced_by_jit(exc: BaseException) -> bool:
     )
 
 
-def fallback_report(fn: Callable[..., Any], exc: BaseException) -> Report:
+_BAD_RESULT = re.compile(r"returned a value of type <class '([\w.]+)'> at output component (\S+), which is not a valid JAX type")
+_BAD_ARGUMENT = re.compile(r"problematic value is of type <class '([\w.]+)'> and was passed to the function at path (\S+)\.(?:\s|$)")
+_UNHASHABLE = re.compile(r"Non-hashable static arguments .* an object of type <class '([\w.]+)'>")
+_YOURSELF = "or jit it yourself with static_argnames for the arguments it uses as Python values"
+
+
+def fallback_report(fn: Callable[..., Any], exc: BaseException, arguments: list[tuple[str, Any]]) -> Report:
+    """The report for a function that jit cannot trace; `arguments`: its call's, as (label, value)."""
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     target = inspect.unwrap(fn)
     code = getattr(target, "__code__", None)
@@ -477,10 +754,31 @@ def fallback_report(fn: Callable[..., Any], exc: BaseException) -> Report:
         title=f"{function_name(fn)} runs without jit: it cannot be traced ({type(exc).__name__})",
         where=user_location(exc.__traceback__) or ((code.co_filename, code.co_firstlineno) if code else None),
         details=(first_line,),
-        fix=(
-            "results are the same, only slower. To make it jittable: use jnp.where / lax.cond instead of "
-            "Python `if` on array values, keep shapes from Python ints (not arrays), return arrays only; "
-            "or jit it yourself with static_argnames for the arguments used as Python values"
-        ),
+        fix=f"results are the same, only slower. To make it jittable: {_fix(exc, arguments)}",
         extra={"function": function_name(fn), "error": type(exc).__name__},
     )
+
+
+def _fix(exc: BaseException, arguments: list[tuple[str, Any]]) -> str:
+    """What to change, for the cause that `exc` names."""
+    import jax.errors as je
+
+    message = str(exc)
+    if found := _BAD_ARGUMENT.search(message):
+        return (f"argument leaf {found[2]} is a {found[1].rsplit('.', 1)[-1]}, not an array, and jit traces "
+                f"arrays: pass an array there, {_YOURSELF}")
+    if found := _UNHASHABLE.search(message):
+        kind = found[1].rsplit(".", 1)[-1]
+        names = [label for label, value in arguments if type(value).__name__ == kind and not _hashable(value)]
+        which = f"argument '{names[0]}'" if names else "a static argument"
+        return (f"{which} is held static (jit compiles its value in), so it must be hashable, and a {kind} is "
+                "not: make it a frozen dataclass (@dataclass(frozen=True)) or a NamedTuple, or pass its arrays")
+    if isinstance(exc, je.TracerBoolConversionError):
+        return f"it branches in Python (`if`, `while`, `and`, bool()) on an array: use jnp.where or lax.cond, {_YOURSELF}"
+    if isinstance(exc, je.TracerArrayConversionError):
+        return "it calls numpy on an array: use jax.numpy there"
+    if isinstance(exc, (je.ConcretizationTypeError, je.TracerIntegerConversionError)) or any(
+            marker in message for marker in ("must be static integers", "1D sequences of concrete values")):
+        return ("it makes a Python number or a shape from an array (int(), .item(), range(), jnp.zeros(n)): "
+                f"keep shapes and counts Python ints, {_YOURSELF}")
+    return f"pass arrays where it traces and hashable Python values where it needs them, {_YOURSELF}"

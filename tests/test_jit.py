@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ import optax
 import pytest
 
 import raximport
-from raximport.jit import DYNAMIC, STATIC, UNSUPPORTED, classify
+from raximport.jit import DYNAMIC, SPLIT, STATIC, UNSUPPORTED, classify
 from tests.helpers import write
 
 
@@ -108,6 +109,10 @@ class State:
         (np.dtype("float32"), STATIC), (None, STATIC), (Cfg(), STATIC), (Sizes(2, 0.5), STATIC), ((4, 8), STATIC),
         (optax.adamw(1e-3), STATIC), (jnp.tanh, STATIC), (jax.jit(lambda x: x), STATIC),
         (np.random.default_rng(0), UNSUPPORTED),
+        # pytrees holding leaves jit cannot trace: their arrays and numbers traced, the rest static
+        (eqx.nn.MLP(2, 1, 4, 1, key=jax.random.PRNGKey(0)), SPLIT), ((jnp.ones(1), "relu"), SPLIT),
+        ({"scale": 2.0, "name": "relu"}, SPLIT), (eqx.nn.Dropout(0.5), DYNAMIC), ((jnp.ones(1), 3), DYNAMIC),
+        ({"rng": np.random.default_rng(0)}, UNSUPPORTED), ([jnp.ones(1), Cfg], SPLIT),
     ],
 )
 def test_static_detection(value, kind) -> None:
@@ -197,6 +202,24 @@ def test_auto_jit_results_equal_plain_python_including_fallbacks(load, capsys) -
     for name, error in (("branchy", "TracerBoolConversionError"), ("to_int", "ConcretizationTypeError"), ("unhashable", "ValueError")):
         assert f"{name} runs without jit: it cannot be traced ({error})" in err
     assert err.count("runs without jit") == 3  # one report per function, not per call
+    # the fix for each cause
+    assert "it branches in Python (`if`, `while`, `and`, bool()) on an array: use jnp.where or lax.cond" in err
+    assert "it makes a Python number or a shape from an array (int(), .item(), range(), jnp.zeros(n))" in err
+    assert ("argument 'm' is held static (jit compiles its value in), so it must be hashable, and a Mutable is not: "
+            "make it a frozen dataclass") in err
+    assert "jnp.where" not in err.split("unhashable runs without jit")[1]
+
+
+def test_the_fallback_fix_names_the_leaf_that_is_not_an_array() -> None:
+    from raximport.jit import fallback_report
+
+    def takes(d):
+        return 0
+
+    with pytest.raises(TypeError) as caught:
+        jax.jit(takes)({"w": jnp.ones(1), "act": print})
+    fix = fallback_report(takes, caught.value, [("d", {"w": jnp.ones(1), "act": print})]).fix
+    assert "argument leaf d['act'] is a builtin_function_or_method, not an array, and jit traces arrays" in fix
 
 
 def test_auto_jit_compiles_from_python_and_inlines_inside_traces(run_python, tmp_path: Path) -> None:
@@ -228,6 +251,17 @@ def test_a_genuine_shape_error_is_not_swallowed_by_the_fallback(load) -> None:
     mod = load("auto_shape", AUTO)
     with pytest.raises(TypeCheckError):
         mod.forward(jnp.ones((2, 2)), mod.Config())
+
+
+def test_an_array_annotation_given_something_else_fails_its_check_without_a_report(load, capsys) -> None:
+    """`x: Float[Array, "n"]` makes a number traced, not a string: jit fails on that with a report
+    about raximport's own choice; plain Python's check names the mistake."""
+    from jaxtyping import TypeCheckError
+
+    mod = load("auto_not_array", AUTO)
+    with pytest.raises(TypeCheckError):
+        mod.forward("abc", mod.Config())
+    assert "runs without jit" not in capsys.readouterr().err
 
 
 RECOMPILE = """
@@ -264,6 +298,118 @@ def test_recompilation_watch(run_python, tmp_path: Path, mode: str) -> None:
         assert "static argument 'optimizer' is a new GradientTransformationExtraArgs object on each call" in result.stderr
         assert "build 'optimizer' once, outside the loop" in result.stderr
         assert f"at {tmp_path / 'loop.py'}:16" in result.stderr  # the user's call site
+
+
+VARARGS = """
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+def blend(x: Float[Array, "n"], /, *others: Float[Array, "n"], flip: bool = False, **scales: float) -> Float[Array, "n"]:
+    out = x * scales.get("x", 1.0) * scales.get("y", 1.0)
+    for other in others:
+        out = out + other
+    return -out if flip else out
+"""
+
+
+def test_arguments_bind_as_python_binds_them(run_python, tmp_path: Path) -> None:
+    """After `*args`, a flag is keyword-only: the second array is not taken for it (it was made static,
+    and unhashable, so eqx.tree_equal ran without jit); `y=` goes to `**scales` and keeps its `float`
+    (it was traced, and failed that check); `x=` too, and runs as plain Python (jit cannot hold a
+    keyword named like a positional-only parameter static)."""
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "varargs.py", VARARGS)
+    write(tmp_path / "main.py", """
+import equinox as eqx, jax.numpy as jnp
+import varargs
+a, b = jnp.arange(3.0), jnp.ones(3)
+print(varargs.blend(a, b, b).tolist(), varargs.blend(a, b, flip=True, y=2.0).tolist(), varargs.blend(a, x=3.0).tolist())
+print(bool(eqx.tree_equal(a, a, a)), bool(eqx.tree_equal(a, a, b)), bool(eqx.tree_equal(a, a + 0.01, rtol=0.1)))
+print(bool(eqx.tree_equal([a, 1], [a, 1], typematch=True)))
+""")
+    plain = run_python("main.py", cwd=tmp_path)
+    result = run_python("-m", "raximport", "-p", "equinox", "--verbose", "main.py", cwd=tmp_path)
+    assert plain.returncode == result.returncode == 0, result.stderr
+    assert result.stdout == plain.stdout
+    assert "runs without jit" not in result.stderr
+    decisions = [line for line in result.stderr.splitlines() if line.startswith("raximport: jit ")]
+    assert decisions == [
+        "raximport: jit blend: static=()",
+        "raximport: jit blend: static=('flip', 'y')",
+        "raximport: jit tree_equal: static=()",
+        "raximport: jit tree_equal: static=('typematch',)",
+    ]
+
+
+EQX_MODEL = """
+import equinox as eqx
+import jax, jax.numpy as jnp
+from jaxtyping import Array, Float
+
+class Net(eqx.Module):
+    mlp: eqx.nn.MLP
+    dropout: eqx.nn.Dropout
+
+def loss(model: eqx.nn.MLP, x: Float[Array, "b 2"], y: Float[Array, "b"]) -> Float[Array, ""]:
+    return jnp.mean((jax.vmap(model)(x)[:, 0] - y) ** 2)
+
+def predict(net: Net, x: Float[Array, "b 2"], key: Array) -> Float[Array, "b"]:
+    keys = jax.random.split(key, x.shape[0])
+    return jax.vmap(lambda row, k: net.dropout(net.mlp(row), key=k))(x, keys)[:, 0]
+
+def jittered(x: Float[Array, "n"], noise: dict) -> Float[Array, "n"]:
+    return x + noise["rng"].normal()
+
+def step(model: eqx.nn.MLP, x: Float[Array, "b 2"], y: Float[Array, "b"]) -> tuple[Float[Array, ""], eqx.nn.MLP]:
+    value, grads = eqx.filter_value_and_grad(loss)(model, x, y)
+    return value, eqx.apply_updates(model, jax.tree_util.tree_map(lambda g: -0.1 * g, grads))
+
+def labelled(x: Float[Array, "n"]) -> tuple[Float[Array, "n"], str]:
+    return 2 * x, "doubled"
+"""
+
+EQX_MAIN = """
+import equinox as eqx, jax, jax.numpy as jnp, numpy as np
+import model
+mlp = eqx.nn.MLP(2, 1, 16, 2, key=jax.random.PRNGKey(0))  # holds its activation, jax.nn.relu
+x = jax.random.normal(jax.random.PRNGKey(1), (8, 2))
+y = x.sum(axis=1)
+for _ in range(2):
+    value, mlp = model.step(mlp, x, y)  # returns the module: its activation too
+    print(f"{value:.5f} {model.loss(mlp, x, y):.5f}")  # jit's sums may round the last bit otherwise
+print(mlp.activation is jax.nn.relu, [model.labelled(jnp.ones(2))[1] for _ in range(2)])
+net = model.Net(mlp, eqx.nn.Dropout(0.5))
+print(model.predict(net, x, jax.random.PRNGKey(2)).tolist())
+print(model.predict(eqx.nn.inference_mode(net), x, jax.random.PRNGKey(2)).tolist())
+rng = np.random.default_rng(0)
+print([model.jittered(jnp.zeros(2), {"rng": rng}).tolist() for _ in range(2)])
+"""
+
+
+def test_equinox_modules_holding_functions_are_jitted_with_their_other_leaves_static(run_python, tmp_path: Path) -> None:
+    """An eqx.nn.MLP holds jax.nn.relu: its arrays are traced, the rest static (equinox's rule), where
+    jit failed on it and every run printed a fallback report; a step returns the module, and a
+    result may hold a string: results are cut the same way. Dropout's `inference` flag is traced
+    first (as jax.jit would), then static; a Generator in a dict runs as plain Python, said once
+    under --verbose. Results are plain Python's, and a run prints nothing of its own."""
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "model.py", EQX_MODEL)
+    write(tmp_path / "main.py", EQX_MAIN)
+    plain = run_python("main.py", cwd=tmp_path)
+    result = run_python("-m", "raximport", "main.py", cwd=tmp_path)
+    assert plain.returncode == result.returncode == 0, result.stderr
+    assert result.stdout == plain.stdout
+    assert result.stderr == plain.stderr
+    verbose = run_python("-m", "raximport", "--verbose", "main.py", cwd=tmp_path)
+    assert verbose.returncode == 0 and verbose.stdout == plain.stdout, verbose.stderr
+    lines = verbose.stderr.splitlines()
+    assert "raximport: jit loss: static=(), static leaves in ('model',)" in lines
+    assert "raximport: jit step: static=(), static leaves in ('model',)" in lines
+    assert "raximport: labelled returns a str at [1], which is not an array: its results are cut from now on" in lines
+    assert "raximport: predict: the Python numbers in net are static from now on (tracing them failed)" in lines
+    assert lines.count("raximport: jittered runs as plain Python: argument 'noise' holds a Generator at ['rng'], "
+                       "which jit can neither trace nor hold static") == 1
+    assert "runs without jit" not in verbose.stderr
 
 
 def test_auto_jit_off(run_python, tmp_path: Path) -> None:
@@ -309,7 +455,7 @@ print(counters.scaled(jnp.ones(2), {"scale": 2.0, "name": "a config with strings
     schedule, pinned, shapes, scaled = result.stdout.splitlines()
     assert eval(schedule) == eval(pinned) == [8.0 * 0.5**it for it in range(10)]
     assert eval(shapes) == list(range(1, 9))
-    assert eval(scaled) == [2.0, 2.0]  # a dict holding strings cannot be traced: runs as plain Python
+    assert eval(scaled) == [2.0, 2.0]  # a dict holding strings: they are static, its numbers traced
     assert "schedule: it changes on every call: traced from now on" in result.stderr
     assert "'n' changes on every call and sets a shape" in result.stderr
     assert "pinned has been compiled 5 times" in result.stderr  # annotated `int`: it stays a Python int

@@ -1,5 +1,6 @@
 """The project's own promises: CI runs exactly what the README says; raximport's dependencies are
-what raximport imports, and what only gpt/ needs is the `gpt` extra."""
+what raximport imports, what only gpt/ needs is the `gpt` extra, and what only the tests need is
+the `test` extra."""
 
 import ast
 import re
@@ -28,13 +29,13 @@ def _names(requirements: list[str]) -> set[str]:
     return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", r).group()).lower() for r in requirements}
 
 
-def _third_party_imports(folder: Path) -> set[str]:
-    """Distribution names of every absolute import in folder/*.py (function-level ones too) that
-    is neither the standard library nor the folder's own modules."""
-    own = {"raximport"} | {path.stem for path in folder.glob("*.py")}
+def _third_party_imports(folder: Path, in_functions: bool = True) -> set[str]:
+    """Distribution names of every absolute import in folder/*.py (function-level ones too, unless
+    not `in_functions`) that is neither the standard library nor the folder's own modules."""
+    own = {"raximport", folder.name} | {path.stem for path in folder.glob("*.py")}
     found = set()
     for path in folder.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _walk(ast.parse(path.read_text(), str(path)), in_functions):
             if isinstance(node, ast.Import):
                 tops = [alias.name.split(".")[0] for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -43,6 +44,17 @@ def _third_party_imports(folder: Path) -> set[str]:
                 continue
             found |= {DISTRIBUTION.get(t, t) for t in tops if t not in sys.stdlib_module_names and t not in own}
     return _names(sorted(found))
+
+
+def _walk(tree: ast.AST, in_functions: bool) -> list[ast.AST]:
+    """The nodes of `tree`, without the bodies of its functions unless `in_functions`."""
+    nodes, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        if in_functions or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return nodes
 
 
 def test_raximport_dependencies_cover_its_imports_and_leave_gpt_alone() -> None:
@@ -59,3 +71,13 @@ def test_gpt_extra_covers_what_gpt_imports() -> None:
     imports = _third_party_imports(REPO / "gpt")
     assert {"optax", "tiktoken"} <= imports
     assert imports <= available, f"imported by gpt/ but in neither: {imports - available}"
+
+
+def test_test_extra_covers_what_the_tests_import_and_raximport_leaves_it_alone() -> None:
+    test_only = _names(PROJECT["optional-dependencies"]["test"])
+    assert {"equinox", "flax"} <= test_only  # libraries whose modules the tests instrument
+    available = _names(PROJECT["dependencies"]) | _names(PROJECT["optional-dependencies"]["gpt"]) | test_only
+    imports = _third_party_imports(REPO / "tests", in_functions=False)  # a test may import a module it wrote
+    assert "pytest" in imports  # the parse sees them
+    assert imports <= available, f"imported by tests/ but in no extra: {imports - available}"
+    assert not _third_party_imports(REPO / "raximport") & test_only
