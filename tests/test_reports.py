@@ -287,3 +287,30 @@ def test_a_librarys_own_jit_is_not_reported_in_its_terms(tmp_path: Path) -> None
     reports = json.loads(out.read_text())["reports"]
     assert [(r["kind"], r["function"]) for r in reports] == [("recompilation", "doubled")], reports
     assert "dynamic_nodonate" not in result.stderr and "'static'" not in result.stderr
+
+
+def test_equinox_flax_and_optax_frames_fold_like_jax(tmp_path: Path) -> None:
+    """A step under eqx.filter_jit fails in the user's body: equinox's wrapper frames fold into one
+    line, as jax's do, between the user's call and the user's line."""
+    pytest.importorskip("equinox")
+    from raximport.provenance import hidden_owner
+
+    script = write(tmp_path / "eqx_step.py", """
+        import equinox as eqx
+        import jax.numpy as jnp
+
+
+        @eqx.filter_jit
+        def step(x):
+            raise ValueError("bad batch")
+
+
+        step(jnp.ones(2))
+    """)
+    result = _run(["-m", "raximport", str(script)], tmp_path, tmp_path / "c")
+    assert result.returncode == 1
+    assert "site-packages" not in result.stderr, result.stderr
+    assert re.search(r"\n  … \d+ frames in equinox hidden .*\n  File \"" + re.escape(str(script)) + r"\", line 7, in step",
+                     result.stderr), result.stderr
+    for package in ("flax", "optax"):
+        assert hidden_owner(f"/venv/lib/python3.11/site-packages/{package}/core/scope.py") == package
