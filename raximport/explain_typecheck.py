@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 import re
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,8 +33,8 @@ DIM_TO_CONFIG = {
 }
 _DTYPE_PREFIX = {"f": "float", "i": "int", "u": "uint", "c": "complex", "bf": "bfloat", "b": "bool"}
 _EXPLANATION = {
-    "shape-mismatch": "jaxtyping checked the call against its annotations: a named dimension has one size "
-    "across all the arguments and the return value of a call.",
+    "shape-mismatch": "jaxtyping checked the call against its annotations: an axis has the size its annotation "
+    "gives it, and a named dimension one size across all the arguments and the return value of a call.",
     "dtype-mismatch": "jaxtyping checked the call against its annotations: the dtype is part of the "
     "annotation (Float, Int, Bool...).",
     "type-mismatch": "jaxtyping and beartype checked the call against its annotations.",
@@ -48,9 +49,13 @@ _EXPECTED = re.compile(r"^Expected type: (.*?)\.?$", re.M)
 _ANNOTATION = re.compile(r"(\w+): \w+\[[^\[\]']*?, '([^']*)'\]")
 _REASON = re.compile(r"violates type hint .*?, as (.*?)\.?\s*$", re.S)
 _DIM_CONFLICT = re.compile(r"size of dimension (\S+) is (\d+) which does not equal the existing value of (\d+)")
-_DTYPE = re.compile(r"this array has dtype (\w+), not any of \(?(.*?)\)?(?: as expected|$)")
+_FIXED = re.compile(r"the dimension size (\d+) does not equal (?:(\d+) as expected|the existing value of (\S+)=(-?\d+))")
+_DTYPE = re.compile(r"this array has dtype (\w+), not (?:any of )?\(?(.*?)\)?(?: as expected|$)")
 _RANK = re.compile(r"this array has (\d+) dimensions, not the (\d+) expected")
 _JAXTYPING_VALUE = re.compile(r"^(bool|bf|[fiuc])(\d*)\[([\d,\s]*)\]\((\w+)\)$")
+_SHAPE_STR = re.compile(r", '([^']*)'\]$")  # an annotation's shape string: Float[Array, 'batch seq']
+_VALUE_SHAPE = re.compile(r"^\w+\[([\d,]*)\]$")  # a value's shape, as reports show it: float32[4,28]
+_MARKS = re.compile(r"([#*_?]*)(.*)")  # jaxtyping's marks on a dimension: #broadcast *variadic _anonymous ?treepath
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ class CheckFacts:
     bindings: tuple[tuple[str, int], ...]  # the named dimensions' sizes bound so far
     reason: str  # beartype's words for the violation
     conflict: tuple[str, int, int] | None  # (dimension, its size here, the size bound first)
-    bound_by: str  # the earlier parameter that bound the conflicting dimension, if known
+    fixed: tuple[str, int, int] | None  # (a fixed or symbolic dimension: "1", "dim+1"; its size here, expected)
+    binders: tuple[tuple[str, str, int], ...]  # (dimension, the parameter before this one that bound it, axis)
     dtype: str  # the dtype received, when the dtype is what is wrong
     rank: tuple[int, int] | None  # (dimensions received, dimensions annotated)
 
@@ -77,6 +83,17 @@ class CheckFacts:
         """How a report names the checked value."""
         return "the return value" if self.returned else f"'{self.parameter}'"
 
+    @property
+    def shape_str(self) -> str:
+        """The annotation's shape string ("batch seq"), "" if it is not a plain jaxtyping array."""
+        match = _SHAPE_STR.search(self.expected)
+        return match.group(1) if match else ""
+
+    @property
+    def bound_by(self) -> str:
+        """The earlier parameter that bound the conflicting dimension, if known."""
+        return next((name for dim, name, _ in self.binders if self.conflict and dim == self.conflict[0]), "")
+
 
 def parse(exc: BaseException, message: str) -> CheckFacts:
     """The facts of jaxtyping's `message` and of beartype's exception behind `exc`."""
@@ -87,6 +104,7 @@ def parse(exc: BaseException, message: str) -> CheckFacts:
     actual = _ACTUAL.search(message)
     reason = _cause_reason(exc)
     conflict = _DIM_CONFLICT.search(reason)
+    fixed = _FIXED.search(reason)
     dtype = _DTYPE.search(reason)
     rank = _RANK.search(reason)
     return CheckFacts(
@@ -97,7 +115,9 @@ def parse(exc: BaseException, message: str) -> CheckFacts:
         bindings=_bindings(message),
         reason=reason,
         conflict=(conflict.group(1), int(conflict.group(2)), int(conflict.group(3))) if conflict else None,
-        bound_by=_bound_first(message, parameter, conflict.group(1)) if conflict else "",
+        fixed=(fixed.group(2) or fixed.group(3), int(fixed.group(1)), int(fixed.group(2) or fixed.group(4)))
+        if fixed else None,
+        binders=_binders(message, parameter),
         dtype=dtype.group(1) if dtype else "",
         rank=(int(rank.group(1)), int(rank.group(2))) if rank else None,
     )
@@ -134,21 +154,31 @@ def _bindings(message: str) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
-def _bound_first(message: str, parameter: str, dim: str) -> str:
-    """The parameter before `parameter` (any parameter, for the return value) whose annotation names
-    `dim`: its size is the one `parameter` disagrees with."""
+def _binders(message: str, parameter: str) -> tuple[tuple[str, str, int], ...]:
+    """(dimension, parameter, axis): for each named dimension, the first parameter before `parameter`
+    (any parameter, for the return value) whose annotation names it, and where. jaxtyping checks
+    the parameters in order, so that one bound the size the later ones must agree with."""
     listed = message.split("Parameter annotations:", 1)
     annotations = _ANNOTATION.findall(listed[1]) if len(listed) == 2 else []
     names = [name for name, _ in annotations]
-    if parameter == "return value":
-        before = names
-    else:
-        before = names[: names.index(parameter)] if parameter in names else []
-    return next((name for name, dims in annotations if name in before and dim in _dims(dims)), "")
+    if parameter != "return value":
+        annotations = annotations[: names.index(parameter)] if parameter in names else []
+    found: dict[str, tuple[str, int]] = {}
+    for name, dim_str in annotations:
+        for axis, dim in _axes(dim_str):
+            if dim.isidentifier():
+                found.setdefault(dim, (name, axis))
+    return tuple((dim, name, axis) for dim, (name, axis) in found.items())
 
 
-def _dims(dim_str: str) -> list[str]:
-    return [token.strip("*#?_") for token in dim_str.split() if token.strip("*#?_") and not token.strip("*#?_").isdigit()]
+def _axes(dim_str: str) -> list[tuple[int, str]]:
+    """(axis, dimension) for each axis a jaxtyping shape string names one by one, as jaxtyping
+    reads it: marks dropped, `rows=3` is 3, counted from the end after `*name` or `...`."""
+    tokens = dim_str.split()
+    marked = [_MARKS.fullmatch(token).groups() for token in tokens]  # type: ignore[union-attr]
+    variadic = next((i for i, (marks, _) in enumerate(marked) if "*" in marks or tokens[i] == "..."), len(tokens))
+    return [(i if i < variadic else i - len(tokens), dim.split("=")[-1] if dim.count("=") == 1 else dim)
+            for i, (_, dim) in enumerate(marked) if i != variadic]
 
 
 def _cause_reason(exc: BaseException) -> str:
@@ -247,8 +277,10 @@ def explain_typecheck(exc: BaseException, message: str, where: tuple[str, int] |
     )
     if facts.conflict:
         report = _shape_conflict(base, facts, bound, exc.__traceback__)
+    elif facts.fixed:
+        report = _fixed_size(base, facts)
     else:
-        report = _dtype(base, facts) if facts.dtype else _rank(base, facts) if facts.rank else _wrong_type(base, facts, bound)
+        report = _dtype(base, facts, bound) if facts.dtype else _rank(base, facts) if facts.rank else _wrong_type(base, facts, bound)
         if facts.reason:
             report = dataclasses.replace(report, details=(*report.details, f"beartype: {facts.reason}"))
     return dataclasses.replace(report, explanation=_EXPLANATION[report.kind])
@@ -261,6 +293,79 @@ def _describe(value: Any) -> str:
     return ""
 
 
+def _value_shape(got: str) -> tuple[int, ...] | None:
+    """The shape in a value as reports show it ("float32[4,28]"), if it is one."""
+    match = _VALUE_SHAPE.match(got)
+    return tuple(int(n) for n in match.group(1).split(",") if n) if match else None
+
+
+def _where_bound(facts: CheckFacts, shape: tuple[int, ...] | None, dim: str, size: int,
+                 expected: int) -> tuple[int | None, list[str]]:
+    """The axis of the checked value where the annotation's `dim` is `size`, not `expected`; and the
+    lines that say so and where each named dimension of the annotation got its size."""
+    axes = _axes(facts.shape_str)
+    axis = next((a for a, name in axes if name == dim and (shape is None or (-len(shape) <= a < len(shape)
+                                                                           and shape[a] == size))), None)
+    if axis is not None and shape:
+        axis %= len(shape)
+    lines = [f"axis {axis}: {size}, expected {expected}" + ("" if dim == str(expected) else f" ({dim})")] \
+        if axis is not None else []
+    bindings, binders = dict(facts.bindings), {d: (f"'{name}'", a) for d, name, a in facts.binders}
+    for a, name in axes:  # a dimension no earlier parameter names was bound by an axis before this one
+        if axis is not None and 0 <= a < axis:
+            binders.setdefault(name, (facts.what, a))
+    for name in dict.fromkeys(name for _, name in axes):
+        if name in bindings:
+            by = binders.get(name)
+            lines.append(f"{name}={bindings[name]}: " + (f"bound by {by[0]} (axis {by[1]})" if by else "bound earlier in the call"))
+    return axis, lines
+
+
+def _reordering(dim_str: str, shape: tuple[int, ...] | None, bindings: dict[str, int]) -> tuple[int, ...] | None:
+    """The order of `shape`'s axes that fits the annotation (channels last for first), for
+    `x.transpose(order)`; None if none does or the annotation has a variadic part."""
+    names = [name for _, name in _axes(dim_str)]
+    if shape is None or len(names) != len(dim_str.split()) or len(names) != len(shape) or len(shape) > 6:
+        return None
+    return next((order for order in itertools.islice(itertools.permutations(range(len(shape))), 1, None)
+                 if _fits(names, [shape[i] for i in order], bindings)), None)  # islice: not the order it has
+
+
+def _fits(names: list[str], sizes: list[int], bindings: dict[str, int]) -> bool:
+    """Whether `sizes` fit the dimensions `names` (symbolic ones always do), given the sizes bound so far."""
+    memo = dict(bindings)
+    for name, size in zip(names, sizes):
+        if name.isdigit() and int(name) != size or name.isidentifier() and memo.setdefault(name, size) != size:
+            return False
+    return True
+
+
+def _fixed_size(base: Report, facts: CheckFacts) -> Report:
+    """A fixed (or symbolic) dimension of the annotation with another size: which axis, what to do."""
+    assert facts.fixed is not None
+    dim, size, expected = facts.fixed
+    what = facts.what
+    shape = _value_shape(base.got)
+    axis, details = _where_bound(facts, shape, dim, size, expected)
+    wanted = str(expected) if dim == str(expected) else f"{dim}={expected}"
+    title = f"shape mismatch in {base.function}(): " + \
+        (f"axis {axis} of {what} is {size}, the annotation says {wanted}" if axis is not None
+         else f"{what} has a dimension of {size} where the annotation says {wanted}")
+    order = _reordering(facts.shape_str, shape, dict(facts.bindings))
+    if facts.returned:
+        fix = (f"the function returned {size} where its annotation says {wanted}: fix the body (a missing "
+               "transpose or reshape?) or the return annotation")
+    elif order:
+        fix = (f"{what} has the annotated sizes in another order: transpose it at the call site "
+               f"(.transpose({', '.join(map(str, order))})), or fix the annotation")
+    else:
+        fix = f"give {what} the annotated shape at the call site (reshape, slice or pad it), or fix the annotation"
+    extra: dict[str, object] = dict(axis=axis, size=size, expected_size=expected)
+    if dim != str(expected):
+        extra["dimension"] = dim
+    return dataclasses.replace(base, kind="shape-mismatch", title=title, details=tuple(details), fix=fix, extra=extra)
+
+
 def _shape_conflict(base: Report, facts: CheckFacts, bound: dict[str, Any], tb: TracebackType | None) -> Report:
     """A named dimension with two sizes: which configuration value sets it, and which side disagrees."""
     assert facts.conflict is not None
@@ -268,8 +373,8 @@ def _shape_conflict(base: Report, facts: CheckFacts, bound: dict[str, Any], tb: 
     what, bound_by = facts.what, facts.bound_by
     title = f"shape mismatch in {base.function}(): {what} has {dim}={size}, but " + \
         (f"'{bound_by}' set {dim}={existing}" if bound_by else f"{dim} is already {existing}")
-    details = [f"dimension '{dim}': {size} in {what}, {existing} bound first" + (f" by '{bound_by}'" if bound_by else "")]
-    extra: dict[str, object] = dict(dimension=dim, size=size, expected_size=existing, bound_by=bound_by)
+    axis, details = _where_bound(facts, _value_shape(base.got), dim, size, existing)
+    extra: dict[str, object] = dict(dimension=dim, size=size, expected_size=existing, bound_by=bound_by, axis=axis)
     config_name = DIM_TO_CONFIG.get(dim)
     frame_values = _user_frame_values(tb) if config_name else []
     found = None
@@ -299,13 +404,16 @@ def _shape_conflict(base: Report, facts: CheckFacts, bound: dict[str, Any], tb: 
     return dataclasses.replace(base, kind="shape-mismatch", title=title, details=tuple(details), fix=fix, extra=extra)
 
 
-def _dtype(base: Report, facts: CheckFacts) -> Report:
+def _dtype(base: Report, facts: CheckFacts, bound: dict[str, Any]) -> Report:
     wanted = facts.expected.split("[", 1)[0] or "the annotated dtype"
     cast = {"Int": "jnp.int32", "Float": "jnp.float32", "Bool": "bool", "Shaped": ""}.get(wanted, "")
     fix = (f"convert at the call site ({facts.parameter}.astype({cast}))" if cast and not facts.returned else
            "convert the value (x.astype(...))") + f", or change the annotation if {facts.dtype} is intended"
+    own = base.got.split("[", 1)[0]
+    converted = type(bound.get(facts.parameter)).__module__ == "numpy" and own.rstrip("_") != facts.dtype.rstrip("_")
+    dtype = f"{own}, {facts.dtype} once JAX takes it" if converted else facts.dtype  # checks.py: as jit sees it
     return dataclasses.replace(base, kind="dtype-mismatch", title=f"dtype mismatch in {base.function}(): {facts.what} "
-                               f"is {facts.dtype}", fix=fix, extra={"dtype": facts.dtype})
+                               f"is {dtype}", fix=fix, extra={"dtype": facts.dtype})
 
 
 def _rank(base: Report, facts: CheckFacts) -> Report:

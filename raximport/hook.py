@@ -233,6 +233,13 @@ def note_other_hook(loader: object, fullname: str) -> None:
               "so raximport does not check them")
 
 
+def note_instrumented(config: Config, fullname: str, origin: str) -> None:
+    """--verbose: one line per module instrumented; the runner says it for the main script, which
+    no finder sees."""
+    if config.verbose:
+        note(f"instrumenting {fullname} ({origin})")
+
+
 class RaxFinder:
     """Selects the user's modules: the project root, `paths` and `packages`, minus `exclude`,
     the standard library, site-packages (unless named in `packages`) and raximport itself."""
@@ -306,8 +313,7 @@ class RaxFinder:
             return spec  # another import hook's module: it keeps it
         spec.loader = RaxLoader(fullname, origin, self.config, self.cache)
         self.instrumented.append(fullname)
-        if self.config.verbose:
-            note(f"instrumenting {fullname} ({origin})")
+        note_instrumented(self.config, fullname, origin)
         return spec
 
     def _spec_from_others(

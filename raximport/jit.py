@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from raximport import jax_internals
 from raximport.failsafe import stepped_aside
-from raximport.report import Report, function_name, note, short_repr, show, user_location
+from raximport.provenance import is_user_file
+from raximport.report import Report, defined_at, function_name, note, short_repr, show, user_location
 
 if TYPE_CHECKING:
     from raximport.config import Config
@@ -111,8 +112,19 @@ def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **op
     return jax.jit(traced, **options)
 
 
+def _is_users(fun: Any) -> bool:
+    """Whether `fun`, as jit got it, is defined in the user's code (under the checks' trampoline, or
+    partial). A library's own jitted function (equinox's filter_jit under -p equinox) has parameters
+    the user never wrote, so a report naming them could not be acted on."""
+    while isinstance(fun, functools.partial):
+        fun = fun.func
+    target = inspect.unwrap(fun)
+    where = defined_at(target) or defined_at(getattr(type(target), "__call__", None))
+    return where is not None and is_user_file(where[0])
+
+
 class _TraceWatch:
-    """Counts the traces of one jitted function and explains churn once.
+    """Counts the traces of one jitted function of the user's and explains churn once.
 
     `on_churn(changes)` may handle churn instead (auto-jit traces a counter it had made static);
     `changes` are (argument, old, new) as `describe_call` gives them.
@@ -125,6 +137,7 @@ class _TraceWatch:
         self.traces = 0
         self.last: dict[str, tuple[str, Any]] | None = None
         self.reported = False
+        self.users = _is_users(fun)  # a library's jit is watched for auto-jit's counters, never reported
 
     def on_trace(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.traces += 1
@@ -141,7 +154,8 @@ class _TraceWatch:
         self.reported = True
         if self.on_churn and self.on_churn([c for c in changed if c[0] in dict(explained)]):
             return
-        show(recompile_report(self.fun, self.traces, [e for _, e in explained]), json_path=self.config.report_json)
+        if self.users:
+            show(recompile_report(self.fun, self.traces, [e for _, e in explained]), json_path=self.config.report_json)
 
 
 
@@ -172,20 +186,74 @@ def explain_change(name: str, old: tuple[str, Any], new: tuple[str, Any]) -> tup
                         "keep input shapes fixed between calls (pad, or drop the last partial batch)")
         return None
     if old[0] == new[0] == "static":
-        try:
-            same = bool(old[1] == new[1])
-        except Exception:
-            same = old[1] is new[1]
-        if same:
+        if _equal(old[1], new[1]):
             return None
-        if type(old[1]) is type(new[1]) and _ADDRESS.sub("", repr(old[1])) == _ADDRESS.sub("", repr(new[1])):
-            return (f"static argument '{name}' is a new {type(new[1]).__name__} object on each call "
-                    "(equal settings, but a different object, so a different compile)",
-                    f"build '{name}' once, outside the loop, and pass that same object every time")
-        return (f"static argument '{name}' changed from {short_repr(old[1])} to {short_repr(new[1])}",
-                f"a static argument that changes recompiles: if '{name}' is not used as a shape, "
-                "pass it as an array (jnp.asarray) so that it is traced instead")
+        path, was, now = _difference(old[1], new[1])
+        part = name + path
+        if _same_but_identity(was, now):
+            return (f"static argument '{name}'{f': {part}' if path else ''} is a new {type(now).__name__} object on "
+                    "each call (equal settings, but a different object, so a different compile)",
+                    f"build '{part}' once, outside the loop, and pass that same object every time")
+        was_text, now_text = _contrast(was, now)
+        what = f"static argument '{name}' changed" + (f": {part}" if path else "") + f" from {was_text} to {now_text}"
+        if not isinstance(now, (int, float)) or isinstance(now, bool):
+            return what, f"a static argument that changes recompiles: keep '{part}' to a few values"
+        if path:
+            return what, (f"'{name}' is static, so each new {part} compiles again: pass {part} as an argument "
+                          "of its own, traced (jnp.asarray), if it is not used as a shape")
+        return what, (f"a static argument that changes recompiles: if '{name}' is not used as a shape, "
+                      "pass it as an array (jnp.asarray) so that it is traced instead")
     return (f"argument '{name}' switched between traced and static", f"pass '{name}' the same way on every call")
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # arrays, objects whose == raises: only the same object is the same
+        return a is b
+
+
+def _same_but_identity(a: Any, b: Any) -> bool:
+    """Two objects that print the same but for their addresses: equal settings, another object."""
+    return type(a) is type(b) and _ADDRESS.sub("", repr(a)) == _ADDRESS.sub("", repr(b))
+
+
+def _difference(old: Any, new: Any) -> tuple[str, Any, Any]:
+    """Where two unequal values first differ: the path into them (".lr", "['name']", "[2]") and the
+    two parts there; a report shows those, not two reprs cut to the same text."""
+    if type(old) is not type(new) or _same_but_identity(old, new):
+        return "", old, new
+    if dataclasses.is_dataclass(old) and not isinstance(old, type):
+        parts = [(f".{f.name}", getattr(old, f.name), getattr(new, f.name)) for f in dataclasses.fields(old)]
+    elif isinstance(old, tuple) and hasattr(old, "_fields"):
+        parts = [(f".{field}", a, b) for field, a, b in zip(old._fields, old, new)]
+    elif isinstance(old, (tuple, list)) and len(old) == len(new):
+        parts = [(f"[{i}]", a, b) for i, (a, b) in enumerate(zip(old, new))]
+    elif isinstance(old, dict) and old.keys() == new.keys():
+        parts = [(f"[{key!r}]", old[key], new[key]) for key in old]
+    else:
+        parts = []
+    for step, a, b in parts:
+        if not _equal(a, b):
+            path, was, now = _difference(a, b)
+            return step + path, was, now
+    return "", old, new
+
+
+def _contrast(old: Any, new: Any) -> tuple[str, str]:
+    """The two values as a report line shows them, made to differ: where their short forms read the
+    same, the stretch of each repr from a little before the first difference."""
+    was, now = short_repr(old), short_repr(new)
+    if was != now:
+        return was, now
+    old_text, new_text = repr(old), repr(new)
+    first = next((i for i, (a, b) in enumerate(zip(old_text, new_text)) if a != b), min(len(old_text), len(new_text)))
+    start = max(0, first - 20)
+
+    def cut(text: str) -> str:
+        return ("..." if start else "") + text[start:start + 50] + ("..." if len(text) > start + 50 else "")
+
+    return cut(old_text), cut(new_text)
 
 
 def recompile_report(fun: Callable[..., Any], traces: int, changes: list[tuple[str, str]]) -> Report:
@@ -286,7 +354,11 @@ class AutoJit:
         """The jitted function for this call's values (None: plain Python), kept for the calls with
         the same argument types; a None only when no argument is a pytree (a container, a module),
         whose contents may go through jit another time."""
-        jitted = self._choose(args, kwargs)
+        try:
+            jitted = self._choose(args, kwargs)
+        except Exception as exc:  # static detection's own failure: this function runs as plain Python
+            stepped_aside("auto-jit's static detection", function_name(self.fn), exc, self.config)
+            jitted = None
         if jitted is not None or not any(map(_is_pytree_node, (*args, *kwargs.values()))):
             self.by_types[key] = jitted
         return jitted

@@ -22,8 +22,10 @@ _LIBRARY_DIRS = tuple(sorted({
 }))
 _INSTALLED = re.compile(r".*/(?:site|dist)-packages/([^/]*)")
 
-# Packages whose frames a traceback folds into one "… N frames in jax hidden" line.
-HIDDEN_PACKAGES = ("jax", "jaxlib", "jaxtyping", "beartype", "raximport")
+# Packages whose frames a traceback folds into one "… N frames in jax hidden" line: JAX and the
+# libraries built on it that a training script calls through (their internals are no more the
+# user's to read than JAX's), the checkers and raximport.
+HIDDEN_PACKAGES = ("jax", "jaxlib", "equinox", "flax", "optax", "jaxtyping", "beartype", "raximport")
 # The import machinery (importlib's and raximport's hook) is left out without a trace, as Python
 # leaves out importlib's own frames: an import error then reads exactly as it does without raximport.
 SILENT = "-"

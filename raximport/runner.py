@@ -17,7 +17,7 @@ from typing import Callable
 
 from raximport.config import Config
 from raximport.failsafe import stepped_aside
-from raximport.hook import BytecodeCache, load_rewritten
+from raximport.hook import BytecodeCache, load_rewritten, note_instrumented
 from raximport.provenance import is_import_machinery, is_raximport_file
 from raximport.report import write_json
 from raximport.rewrite import CONFIG
@@ -41,6 +41,7 @@ def run_path(path: str, args: list[str], config: Config) -> int:
     sys.path[0] = os.path.dirname(os.path.realpath(abspath))
     loader = importlib.machinery.SourceFileLoader("__main__", abspath)
     main = _fresh_main(config, __file__=abspath, __loader__=loader, __spec__=None, __package__=None)
+    note_instrumented(config, "__main__", abspath)
     return _execute(lambda: load_rewritten(abspath, config, BytecodeCache(config.cache_dir, config.rewrite_key())), main,
                     config)
 

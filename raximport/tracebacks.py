@@ -1,8 +1,8 @@
 """Tracebacks a user can read: their own frames with source lines, library internals collapsed.
 
-Frames inside jax, jaxlib, jaxtyping, beartype and raximport (and importlib's) are folded into one
-line such as `… 7 frames in jax, jaxtyping hidden`; everything else is shown as Python shows it.
-`full=True` (--verbose, RAX_TRACEBACK=full) gives Python's own, complete traceback. Builds text
+Frames inside jax, jaxlib, equinox, flax, optax, jaxtyping, beartype and raximport (and importlib's)
+are folded into one line such as `… 7 frames in jax, jaxtyping hidden`; everything else is shown
+as Python shows it. `full=True` (--verbose, RAX_TRACEBACK=full) gives Python's own, complete traceback. Builds text
 only: report.py prints it.
 """
 

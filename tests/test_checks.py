@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,46 @@ def first_row(x: Float[Array, "batch seq"]) -> Float[Array, "batch"]:
     assert mod.first_row(jnp.ones((3, 3))).shape == (3,)
     with pytest.raises(TypeCheckError, match="return"):
         mod.first_row(jnp.ones((2, 3)))
+
+
+def test_numpy_values_are_checked_as_under_jit_for_jax_array_annotations(load) -> None:
+    """jit turns a numpy argument into a tracer of the canonical dtype: the same call passes or fails
+    the same way without jit (equinox's MNIST example passes numpy batches to `Float[Array, ...]`)."""
+    mod = load("chk_numpy", HEADER + """
+from typing import Optional
+from jaxtyping import Float32, PyTree
+
+class CNN:  # a method: never auto-jitted, so a plain call really runs outside jit
+    def loss(self, x: Float[Array, "batch 1 28 28"], y: Int[Array, " batch"]) -> Float[Array, ""]:
+        return jnp.mean(x) + jnp.sum(y)
+
+    def scale(self, x: Float32[Array, "n"], by: Float[Array, ""], bias: Optional[Float[Array, "n"]] = None,
+              extra: PyTree[Float[Array, "n"]] = ()) -> Float32[Array, "n"]:
+        return x * by
+""")
+    model = mod.CNN()
+    images, labels = np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64)
+    two = np.float64(2.0)
+    calls = {
+        "numpy batch": (model.loss, (images, labels), True),
+        "channels last": (model.loss, (images.reshape(4, 28, 28, 1), labels), False),
+        "float labels": (model.loss, (images, labels.astype(np.float32)), False),
+        "float64 is float32 under jit, a numpy scalar": (model.scale, (np.ones(3), two), True),
+        "optional, pytree": (model.scale, (np.ones(3), two, np.ones(3), {"a": np.ones(3)}), True),
+        "int64 is not float": (model.scale, (np.ones(3, np.int64), two), False),
+        "rank": (model.scale, (np.ones((3, 1)), two), False),
+        "a vector is not a scalar": (model.scale, (np.ones(3), np.ones(3)), False),
+        "pytree leaf shape": (model.scale, (np.ones(3), two, None, {"a": np.ones(2)}), False),
+    }
+    for name, (method, args, accepted) in calls.items():
+        for call in (method, jax.jit(method)):
+            try:
+                call(*args)
+                outcome = True
+            except TypeCheckError:
+                outcome = False
+            assert outcome == accepted, (name, call)
+    assert typing.get_type_hints(mod.CNN.loss)["x"].array_type is jax.Array  # the user's annotations are untouched
 
 
 def test_dataclass_fields_are_checked_at_construction(load) -> None:

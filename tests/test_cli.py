@@ -219,3 +219,17 @@ def test_report_json_is_written_safely(tmp_path: Path, monkeypatch: pytest.Monke
     out.mkdir()  # the replace fails
     report.write_json(str(out), 0)
     assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("how", ["python -m raximport", "RAX_ENABLE=1"])
+def test_verbose_names_the_main_script_among_the_instrumented_modules(run_python, tmp_path: Path, how: str) -> None:
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "helper.py", "X = 1\n")
+    write(tmp_path / "main.py", "import helper\nprint(helper.X)\n")
+    if how == "RAX_ENABLE=1":
+        result = run_python("main.py", cwd=tmp_path, env={"RAX_ENABLE": "1", "RAX_VERBOSE": "1"})
+    else:
+        result = run_python("-m", "raximport", "--verbose", "main.py", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == "1\n", result.stderr
+    assert f"raximport: instrumenting __main__ ({tmp_path / 'main.py'})" in result.stderr
+    assert f"raximport: instrumenting helper ({tmp_path / 'helper.py'})" in result.stderr

@@ -48,6 +48,7 @@ sys.exit(run(sys.argv[2:], prog="rax run"))
 STAGES = {  # the function broken -> the stage its note names
     "raximport.rewrite.rewrite_tree": "the rewrite",
     "raximport.jit.describe_call": "the recompilation watch",
+    "raximport.jit._static_layout": "auto-jit's static detection",
     "raximport.memory.abstract_inputs": "the memory check (reading the arguments)",
     "raximport.memory.check_compiled": "the memory check",
 }

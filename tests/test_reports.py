@@ -253,3 +253,64 @@ def test_a_dist_packages_frame_is_a_librarys_not_the_users_line() -> None:
         report = explain(exc)
     assert report.where == (__file__, call_line)
     assert hidden_owner("/usr/lib/python3/dist-packages/jax/_src/core.py") == "jax"
+
+
+def test_a_librarys_own_jit_is_not_reported_in_its_terms(tmp_path: Path) -> None:
+    """Under -p equinox, eqx.filter_jit hands raximport.jit equinox's own function, whose parameters
+    (`dynamic_nodonate['rest'][0]`, `static`) the user never wrote: its recompilations are not
+    reported; the user's own jax.jit in the same loop still is."""
+    pytest.importorskip("equinox")
+    script = write(tmp_path / "eqx_loop.py", """
+        import equinox as eqx
+        import jax
+        import jax.numpy as jnp
+
+
+        @eqx.filter_jit
+        def scaled(x, n):
+            return x * n
+
+
+        @jax.jit
+        def doubled(x):
+            return 2 * x
+
+
+        for i in range(1, 8):
+            scaled(jnp.ones(i), i)
+            doubled(jnp.ones(i))
+    """)
+    out = tmp_path / "out.json"
+    result = _run(["-m", "raximport", "-p", "equinox", "--report-json", str(out), str(script)], tmp_path,
+                  tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(out.read_text())["reports"]
+    assert [(r["kind"], r["function"]) for r in reports] == [("recompilation", "doubled")], reports
+    assert "dynamic_nodonate" not in result.stderr and "'static'" not in result.stderr
+
+
+def test_equinox_flax_and_optax_frames_fold_like_jax(tmp_path: Path) -> None:
+    """A step under eqx.filter_jit fails in the user's body: equinox's wrapper frames fold into one
+    line, as jax's do, between the user's call and the user's line."""
+    pytest.importorskip("equinox")
+    from raximport.provenance import hidden_owner
+
+    script = write(tmp_path / "eqx_step.py", """
+        import equinox as eqx
+        import jax.numpy as jnp
+
+
+        @eqx.filter_jit
+        def step(x):
+            raise ValueError("bad batch")
+
+
+        step(jnp.ones(2))
+    """)
+    result = _run(["-m", "raximport", str(script)], tmp_path, tmp_path / "c")
+    assert result.returncode == 1
+    assert "site-packages" not in result.stderr, result.stderr
+    assert re.search(r"\n  … \d+ frames in equinox hidden .*\n  File \"" + re.escape(str(script)) + r"\", line 7, in step",
+                     result.stderr), result.stderr
+    for package in ("flax", "optax"):
+        assert hidden_owner(f"/venv/lib/python3.11/site-packages/{package}/core/scope.py") == package
