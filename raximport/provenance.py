@@ -29,7 +29,8 @@ HIDDEN_PACKAGES = ("jax", "jaxlib", "jaxtyping", "beartype", "raximport")
 SILENT = "-"
 _IMPORT_MACHINERY = ("<frozen runpy", "<frozen importlib") + tuple(
     RAXIMPORT_DIR + name
-    for name in ("hook.py", "runner.py", "rewrite.py", "session.py", "cli.py", "__main__.py", "_autoload.py")
+    for name in ("hook.py", "pytest_hook.py", "runner.py", "rewrite.py", "session.py", "cli.py", "__main__.py",
+                 "_autoload.py")
 )
 
 

@@ -14,7 +14,9 @@ else:  # pragma: no cover
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"tiktoken_ext": "tiktoken"}
+DISTRIBUTION = {"tiktoken_ext": "tiktoken", "_pytest": "pytest"}
+# The pytest plugin: only pytest imports it, so it alone may import pytest, which is no dependency.
+PYTEST_PLUGIN = frozenset({"pytest_plugin.py", "pytest_hook.py"})
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -28,12 +30,14 @@ def _names(requirements: list[str]) -> set[str]:
     return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", r).group()).lower() for r in requirements}
 
 
-def _third_party_imports(folder: Path) -> set[str]:
-    """Distribution names of every absolute import in folder/*.py (function-level ones too) that
-    is neither the standard library nor the folder's own modules."""
+def _third_party_imports(folder: Path, skip: frozenset[str] = frozenset()) -> set[str]:
+    """Distribution names of every absolute import in folder/*.py but `skip` (function-level ones
+    too) that is neither the standard library nor the folder's own modules."""
     own = {"raximport"} | {path.stem for path in folder.glob("*.py")}
     found = set()
     for path in folder.glob("*.py"):
+        if path.name in skip:
+            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 tops = [alias.name.split(".")[0] for alias in node.names]
@@ -48,7 +52,9 @@ def _third_party_imports(folder: Path) -> set[str]:
 def test_raximport_dependencies_cover_its_imports_and_leave_gpt_alone() -> None:
     dependencies = _names(PROJECT["dependencies"])
     imports = _third_party_imports(REPO / "raximport")
-    assert {"jax", "jaxtyping", "beartype", "numpy", "rich"} <= imports  # the parse sees them
+    assert {"jax", "jaxtyping", "beartype", "numpy", "rich", "pytest"} <= imports  # the parse sees them
+    assert "pytest" not in _third_party_imports(REPO / "raximport", skip=PYTEST_PLUGIN)
+    imports.discard("pytest")
     assert imports <= dependencies, f"imported by raximport/ but not a dependency: {imports - dependencies}"
     assert "filelock" in dependencies  # JAX's persistent-cache LRU (raximport/xla_cache.py) needs it
     assert not dependencies & {"optax", "tiktoken"}  # gpt/'s, in the gpt extra
