@@ -9,6 +9,7 @@ extra frames. Stdlib only.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import functools
 import hashlib
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import CodeType, ModuleType
-from typing import Sequence
+from typing import Callable, Sequence
 
 from raximport import __version__
 from raximport import cachedir
@@ -205,8 +206,19 @@ class RaxLoader(importlib.machinery.SourceFileLoader):
         return load_rewritten(self.path, self.config, self.cache, self.get_data(self.path))
 
 
-def load_rewritten(path: str, config: Config, cache: BytecodeCache, source: bytes | None = None) -> CodeType:
-    """The rewritten code of the file at `path`, from the cache when it is still valid."""
+def load_rewritten(
+    path: str,
+    config: Config,
+    cache: BytecodeCache,
+    source: bytes | None = None,
+    *,
+    then: Callable[[ast.Module], None] | None = None,
+) -> CodeType:
+    """The rewritten code of the file at `path`, from the cache when it is still valid.
+
+    `then`, a further rewrite after raximport's (pytest's assertion rewrite), must be part of the
+    cache's key: the caller gives it a BytecodeCache whose `rewrite_key` names it.
+    """
     if source is None:
         source = Path(path).read_bytes()
     key = cache.key(path, source)
@@ -216,14 +228,23 @@ def load_rewritten(path: str, config: Config, cache: BytecodeCache, source: byte
         return code
     cache.misses += 1
     try:
-        code = compile_source(source, path, config.rewrite_options())
+        code = compile_source(source, path, config.rewrite_options(), then=then)
     except SyntaxError:
         raise  # the user's own error, reported as Python reports it
     except Exception as exc:
         stepped_aside("the rewrite", path, exc, config)
-        return compile(source, path, "exec", dont_inherit=True)
+        return _compile_unrewritten(source, path, then)
     cache.store(path, key, code)
     return code
+
+
+def _compile_unrewritten(source: bytes, path: str, then: Callable[[ast.Module], None] | None) -> CodeType:
+    """The module as it runs without raximport (after `then`): what runs when the rewrite fails."""
+    if then is None:
+        return compile(source, path, "exec", dont_inherit=True)
+    tree = ast.parse(source, path)
+    then(tree)
+    return compile(tree, path, "exec", dont_inherit=True)
 
 
 def note_other_hook(loader: object, fullname: str) -> None:
@@ -307,14 +328,23 @@ class RaxFinder:
         origin = spec.origin or ""
         if not origin.endswith(".py") or not self.selects(fullname, origin):
             return spec  # extension, zip, frozen, namespace, or not the user's: untouched
-        if type(spec.loader) is not importlib.machinery.SourceFileLoader:
+        loader = self.loader_for(fullname, origin, spec.loader)
+        if loader is None:
             note_other_hook(spec.loader, fullname)
             self.declined.append(fullname)
             return spec  # another import hook's module: it keeps it
-        spec.loader = RaxLoader(fullname, origin, self.config, self.cache)
+        spec.loader = loader
         self.instrumented.append(fullname)
         note_instrumented(self.config, fullname, origin)
         return spec
+
+    def loader_for(self, fullname: str, origin: str, found: object) -> RaxLoader | None:
+        """raximport's loader for a selected module whose spec, from the finders after this one, has
+        loader `found`; None if `found` is another import hook's, which then keeps the module. (The
+        pytest plugin's finder also takes the modules of pytest's assertion rewriter.)"""
+        if type(found) is not importlib.machinery.SourceFileLoader:
+            return None
+        return RaxLoader(fullname, origin, self.config, self.cache)
 
     def _spec_from_others(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None

@@ -31,7 +31,8 @@ HIDDEN_PACKAGES = ("jax", "jaxlib", "equinox", "flax", "optax", "jaxtyping", "be
 SILENT = "-"
 _IMPORT_MACHINERY = ("<frozen runpy", "<frozen importlib") + tuple(
     RAXIMPORT_DIR + name
-    for name in ("hook.py", "runner.py", "rewrite.py", "session.py", "cli.py", "__main__.py", "_autoload.py")
+    for name in ("hook.py", "pytest_hook.py", "runner.py", "rewrite.py", "session.py", "cli.py", "__main__.py",
+                 "_autoload.py")
 )
 
 

@@ -199,6 +199,20 @@ def write_json(path: str | None, exit_code: int | None = None) -> None:
         note(f"cannot write the report file {path}: {exc}")
 
 
+def record(json_path: str | None, *reports: Report | dict[str, Any]) -> None:
+    """Add reports to the JSON file `json_path` without showing them: a test's report, which pytest
+    shows in the test's failure section, and a pytest-xdist worker's reports, which arrive as JSON."""
+    if json_path:
+        _shown.setdefault(json_path, []).extend(r.to_json() if isinstance(r, Report) else r for r in reports)
+        write_json(json_path)
+
+
+def recorded(json_path: str) -> list[dict[str, Any]]:
+    """The reports of this process for the JSON file `json_path` so far (a pytest-xdist worker's, for
+    the controller's file)."""
+    return list(_shown.get(json_path, []))
+
+
 def use_rich() -> bool:
     """Rich formatting on a terminal; plain text when stderr is not one or NO_COLOR is set."""
     if os.environ.get("NO_COLOR"):
@@ -211,10 +225,21 @@ def use_rich() -> bool:
         return False
 
 
+# Every note of this process, for the pytest plugin to repeat after the run: pytest's output
+# capture hides what was printed while modules were collected.
+_notes: list[str] = []
+
+
 def note(message: str) -> None:
     """One line of verbose or status output, on stderr so that it never mixes with the script's."""
+    _notes.append(message)
     sys.stderr.write(f"raximport: {message}\n")
     sys.stderr.flush()
+
+
+def notes() -> list[str]:
+    """The notes of this process so far."""
+    return list(_notes)
 
 
 _noted: set[str] = set()

@@ -16,6 +16,7 @@ import ast
 import re
 from dataclasses import dataclass
 from types import CodeType
+from typing import Callable
 
 OPT_OUT_MARKER = "RAX_DONT_REWRITE"
 # Not valid identifiers, so they never clash with a user's name; the leading underscore keeps
@@ -347,13 +348,24 @@ def rewrite_tree(tree: ast.Module, source: str, options: RewriteOptions = Rewrit
 
 
 def compile_source(
-    source: str | bytes, filename: str, options: RewriteOptions = RewriteOptions(), *, optimize: int = -1
+    source: str | bytes,
+    filename: str,
+    options: RewriteOptions = RewriteOptions(),
+    *,
+    optimize: int = -1,
+    then: Callable[[ast.Module], None] | None = None,
 ) -> CodeType:
-    """Parse, rewrite and compile; errors in the source surface as Python's own SyntaxError."""
+    """Parse, rewrite and compile; errors in the source surface as Python's own SyntaxError.
+
+    `then` rewrites the tree further after raximport's rewrite, which so sees the source as written
+    (the pytest plugin's: pytest's assertion rewrite of a test module).
+    """
     try:
         tree = ast.parse(source, filename)
     except SyntaxError as exc:
         raise exc.with_traceback(None) from None  # no frames of ast.py: it points at the user's line
     text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
     rewrite_tree(tree, text, options)
+    if then is not None:
+        then(tree)
     return compile(tree, filename, "exec", dont_inherit=True, optimize=optimize)

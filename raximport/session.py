@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Iterable
+from typing import Callable, Iterable
 
 from raximport.config import Config, load_config
 from raximport.errors import RaxWarning
@@ -64,6 +64,7 @@ def install(
     project_root: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     config: Config | None = None,
+    finder: Callable[[Config], RaxFinder] = RaxFinder,
     **options: object,
 ) -> Installation:
     """Instrument the user's modules imported from now on.
@@ -72,7 +73,8 @@ def install(
     parent with pyproject.toml, setup.py, setup.cfg or .git); `packages` and `paths` add more,
     `exclude` removes some. Unset options come from RAX_* variables, then from
     pyproject.toml's [tool.raximport]. Any other Config field can be passed by name
-    (`memory_limit="2GB"`, `autojit=False`...). Pass `config` to skip that merge.
+    (`memory_limit="2GB"`, `autojit=False`...). Pass `config` to skip that merge. `finder` makes
+    the finder from the config (the pytest plugin's also composes pytest's assertion rewrite).
     """
     if config is None:
         overrides = {
@@ -90,11 +92,11 @@ def install(
     configure_jax_debugging(config)
     if config.memory_report:
         atexit.register(_show_memory_table, config)
-    finder = RaxFinder(config)
-    sys.meta_path.insert(0, finder)
-    _warn_already_imported(finder)
-    atexit.register(_note_taken_by_earlier_hooks, finder, set(sys.modules))
-    return Installation(finder)
+    hook = finder(config)
+    sys.meta_path.insert(0, hook)
+    _warn_already_imported(hook)
+    atexit.register(_note_taken_by_earlier_hooks, hook, set(sys.modules))
+    return Installation(hook)
 
 
 def _show_memory_table(config: Config) -> None:
@@ -154,8 +156,13 @@ def _note_taken_by_earlier_hooks(finder: RaxFinder, before: set[str]) -> None:
              f"raximport's ({hook}) and were not checked: {shown}")
 
 
+def missed_modules(finder: RaxFinder) -> list[str]:
+    """The modules `finder` would instrument that are already imported without it, sorted."""
+    return sorted(name for name, _ in _unchecked(finder, list(sys.modules)))
+
+
 def _warn_already_imported(finder: RaxFinder) -> None:
-    missed = sorted(name for name, _ in _unchecked(finder, list(sys.modules)))
+    missed = missed_modules(finder)
     if missed:
         shown = ", ".join(missed[:10]) + (f" and {len(missed) - 10} more" if len(missed) > 10 else "")
         warnings.warn(

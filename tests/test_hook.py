@@ -220,8 +220,8 @@ def test_cache_key_includes_raximports_rewrite_code(project: Path, tmp_path: Pat
     with open(package / "rewrite.py", "a") as fh:  # the new rewrite adds a name to every module
         fh.write(
             "\n_compile_source = compile_source\n\n\n"
-            "def compile_source(source, filename, options=RewriteOptions(), *, optimize=-1):\n"
-            "    return _compile_source(source + b'\\nREWRITTEN_BY = \"new\"\\n', filename, options, optimize=optimize)\n"
+            "def compile_source(source, filename, options=RewriteOptions(), **keywords):\n"
+            "    return _compile_source(source + b'\\nREWRITTEN_BY = \"new\"\\n', filename, options, **keywords)\n"
         )
     assert run() == "new 0 1"
     assert run() == "new 1 0"

@@ -15,7 +15,9 @@ else:  # pragma: no cover
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"tiktoken_ext": "tiktoken"}
+DISTRIBUTION = {"tiktoken_ext": "tiktoken", "_pytest": "pytest"}
+# The pytest plugin: only pytest imports it, so it alone may import pytest, which is no dependency.
+PYTEST_PLUGIN = frozenset({"pytest_plugin.py", "pytest_hook.py"})
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -29,12 +31,14 @@ def _names(requirements: list[str]) -> set[str]:
     return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", r).group()).lower() for r in requirements}
 
 
-def _third_party_imports(folder: Path, in_functions: bool = True) -> set[str]:
-    """Distribution names of every absolute import in folder/*.py (function-level ones too, unless
-    not `in_functions`) that is neither the standard library nor the folder's own modules."""
+def _third_party_imports(folder: Path, in_functions: bool = True, skip: frozenset[str] = frozenset()) -> set[str]:
+    """Distribution names of every absolute import in folder/*.py but `skip` (function-level ones
+    too, unless not `in_functions`) that is neither the standard library nor the folder's own modules."""
     own = {"raximport", folder.name} | {path.stem for path in folder.glob("*.py")}
     found = set()
     for path in folder.glob("*.py"):
+        if path.name in skip:
+            continue
         for node in _walk(ast.parse(path.read_text(), str(path)), in_functions):
             if isinstance(node, ast.Import):
                 tops = [alias.name.split(".")[0] for alias in node.names]
@@ -60,7 +64,9 @@ def _walk(tree: ast.AST, in_functions: bool) -> list[ast.AST]:
 def test_raximport_dependencies_cover_its_imports_and_leave_gpt_alone() -> None:
     dependencies = _names(PROJECT["dependencies"])
     imports = _third_party_imports(REPO / "raximport")
-    assert {"jax", "jaxtyping", "beartype", "numpy", "rich"} <= imports  # the parse sees them
+    assert {"jax", "jaxtyping", "beartype", "numpy", "rich", "pytest"} <= imports  # the parse sees them
+    assert "pytest" not in _third_party_imports(REPO / "raximport", skip=PYTEST_PLUGIN)
+    imports.discard("pytest")
     assert imports <= dependencies, f"imported by raximport/ but not a dependency: {imports - dependencies}"
     assert "filelock" in dependencies  # JAX's persistent-cache LRU (raximport/xla_cache.py) needs it
     assert not dependencies & {"optax", "tiktoken"}  # gpt/'s, in the gpt extra
@@ -80,4 +86,4 @@ def test_test_extra_covers_what_the_tests_import_and_raximport_leaves_it_alone()
     imports = _third_party_imports(REPO / "tests", in_functions=False)  # a test may import a module it wrote
     assert "pytest" in imports  # the parse sees them
     assert imports <= available, f"imported by tests/ but in no extra: {imports - available}"
-    assert not _third_party_imports(REPO / "raximport") & test_only
+    assert not _third_party_imports(REPO / "raximport", skip=PYTEST_PLUGIN) & test_only
