@@ -1,0 +1,5 @@
+"""tf.errors."""
+
+
+class NotFoundError(FileNotFoundError):
+    pass
