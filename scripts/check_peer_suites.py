@@ -80,11 +80,9 @@ SUITES: dict[str, dict[str, Any]] = {
         "test_deps": [],
         "default_files": [
             "tests/test_module.py",
-            "tests/test_nn.py",
             "tests/test_jit.py",
             "tests/test_filters.py",
             "tests/test_tree.py",
-            "tests/test_stateful.py",
         ],
     },
     "jaxtyping": {
@@ -98,7 +96,6 @@ SUITES: dict[str, dict[str, Any]] = {
             "test/test_messages.py",
             "test/test_pytree.py",
             "test/test_serialisation.py",
-            "test/test_generators.py",
         ],
     },
     "flax": {
@@ -109,7 +106,6 @@ SUITES: dict[str, dict[str, Any]] = {
         "default_files": [
             "tests/nnx/nn/linear_test.py",
             "tests/nnx/rngs_test.py",
-            "tests/nnx/variable_test.py",
         ],
     },
 }
@@ -449,7 +445,7 @@ def run_pytest(mode: str, suite: str, cwd: Path, pytest_args: list[str], env: di
             run.problem = f"unreadable junit xml: {e}"
     else:
         tail = log_path.read_text(errors="replace").splitlines()[-8:]
-        run.problem = "no junit xml written; the log ends:\n" + "\n".join(tail)
+        run.problem = "no junit xml written; the log ends:\n" + "\n".join(ln[:300] for ln in tail)
     if timed_out:
         run.problem = (run.problem + "\n" if run.problem else "") + f"killed after {budget_s:.0f}s (--suite-timeout)"
     c = counts(run.results)
@@ -515,7 +511,7 @@ def check_suite(name: str, args: argparse.Namespace, work: Path, sources: dict[s
     if not args.keep_addopts:
         pytest_args += ["-o", "addopts="]
     if args.timeout and has_module("pytest_timeout", deps_dir):
-        pytest_args += ["-p", "pytest_timeout", f"--timeout={args.timeout}"]
+        pytest_args += [f"--timeout={args.timeout:g}"]  # its dist-info entry point loads it
     if name in kexpr:
         pytest_args += ["-k", kexpr[name]]
     if args.maxfail:
@@ -582,7 +578,7 @@ def render(reports: list[dict[str, Any]]) -> str:
         for mode in ("plain", "raximport"):
             if r[mode]["problem"]:
                 out.append(f"  {mode} run problem: {r[mode]['problem']}")
-        if not r["differences"]:
+        if not r["differences"] and not (r["plain"]["problem"] or r["raximport"]["problem"]):
             out.append("  every test has the same outcome plain and under raximport")
         for d in r["differences"]:
             out.append(f"  DIFFERS {d['node_id']}: plain {d['plain']}, raximport {d['raximport']}")
