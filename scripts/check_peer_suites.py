@@ -512,6 +512,7 @@ def check_suite(name: str, args: argparse.Namespace, work: Path, sources: dict[s
         pytest_args += ["-o", "addopts="]
     if args.timeout and has_module("pytest_timeout", deps_dir):
         pytest_args += [f"--timeout={args.timeout:g}"]  # its dist-info entry point loads it
+    pytest_args += list(args.pytest_arg)
     if name in kexpr:
         pytest_args += ["-k", kexpr[name]]
     if args.maxfail:
@@ -580,7 +581,14 @@ def render(reports: list[dict[str, Any]]) -> str:
                 out.append(f"  {mode} run problem: {r[mode]['problem']}")
         if not r["differences"] and not (r["plain"]["problem"] or r["raximport"]["problem"]):
             out.append("  every test has the same outcome plain and under raximport")
-        for d in r["differences"]:
+        diffs = r["differences"]
+        for mode, other in (("raximport", "plain"), ("plain", "raximport")):
+            gone = [d for d in diffs if d[mode] == "missing"]
+            if r[mode]["problem"] and len(gone) > 3:
+                out.append(f"  DIFFERS {len(gone)} tests: {other} ran them, the {mode} run did not "
+                           f"(it stopped: see its problem above), e.g. {gone[0]['node_id']}")  # fmt: skip
+                diffs = [d for d in diffs if d[mode] != "missing"]
+        for d in diffs:
             out.append(f"  DIFFERS {d['node_id']}: plain {d['plain']}, raximport {d['raximport']}")
             text = d["raximport_failure"] or d["plain_failure"]
             for ln in text.splitlines():
@@ -628,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-addopts", action="store_true",
                     help="keep the suites' own pytest addopts (equinox's turns on jaxtyping's "
                          "import hook, which then takes equinox's modules from raximport)")  # fmt: skip
+    ap.add_argument("--pytest-arg", action="append", default=[], metavar="ARG",
+                    help="an extra pytest argument for both runs of every suite (repeatable), e.g. "
+                         "--pytest-arg=-Wignore::pytest.PytestAssertRewriteWarning")  # fmt: skip
     ap.add_argument("--no-test-deps", action="store_true",
                     help="do not pip-install missing test-only requirements into WORK/testdeps")  # fmt: skip
     ap.add_argument("--offline", action="store_true", help="use only what WORK already holds")
