@@ -83,6 +83,11 @@ SUITES: dict[str, dict[str, Any]] = {
             "tests/test_jit.py",
             "tests/test_filters.py",
             "tests/test_tree.py",
+            "tests/test_nn.py",
+            "tests/test_stateful.py",
+            "tests/test_vmap.py",
+            "tests/test_ad.py",
+            "tests/test_enum.py",
         ],
     },
     "jaxtyping": {
@@ -96,6 +101,8 @@ SUITES: dict[str, dict[str, Any]] = {
             "test/test_messages.py",
             "test/test_pytree.py",
             "test/test_serialisation.py",
+            "test/test_generators.py",
+            "test/test_threading.py",
         ],
     },
     "flax": {
@@ -106,6 +113,8 @@ SUITES: dict[str, dict[str, Any]] = {
         "default_files": [
             "tests/nnx/nn/linear_test.py",
             "tests/nnx/rngs_test.py",
+            "tests/nnx/variable_test.py",
+            "tests/nnx/filters_test.py",
         ],
     },
 }
