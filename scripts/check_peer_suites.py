@@ -535,6 +535,12 @@ def check_suite(name: str, args: argparse.Namespace, work: Path, sources: dict[s
     for mode in ("plain", "raximport"):
         runs[mode] = run_pytest(mode, name, cwd, pytest_args, env, out_dir, spec["package"], args.suite_timeout)
     plain, rax = runs["plain"], runs["raximport"]
+    try:  # raximport's own notes (modules another import hook took, stages that stepped aside)
+        rax_notes = [ln.strip()[:400] for ln in Path(rax.log).read_text(errors="replace").splitlines()
+                     if ln.startswith("raximport:")]  # fmt: skip
+    except OSError:
+        rax_notes = []
+    report["raximport_notes"] = list(dict.fromkeys(rax_notes))
     diffs = compare(plain.results, rax.results)
     report.update(
         {
@@ -585,6 +591,8 @@ def render(reports: list[dict[str, Any]]) -> str:
         out.append(f"  files: {' '.join(r['targets'])}")
         for note in r.get("notes", []):
             out.append(f"  note: {note}")
+        for note in r.get("raximport_notes", []):
+            out.append(f"  raximport said: {note}")
         for mode in ("plain", "raximport"):
             if r[mode]["problem"]:
                 out.append(f"  {mode} run problem: {r[mode]['problem']}")
