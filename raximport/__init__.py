@@ -4,6 +4,10 @@
 
 or, from code, `raximport.install()`. Importing this package is cheap: nothing heavy is imported
 until it is needed.
+
+PYTEST_DONT_REWRITE: raximport is a pytest plugin (`pytest --rax`), and pytest would mark it for
+assertion rewriting; under `python -m raximport -m pytest` it is imported before pytest starts,
+and pytest's "already imported" warning must not fail a suite that turns warnings into errors.
 """
 
 from __future__ import annotations

@@ -232,10 +232,12 @@ def test_a_package_imported_before_instrumenting_is_a_usage_error(project: Path)
 
 
 def test_the_plugin_loaded_from_a_conftest_is_a_usage_error(tmp_path: Path) -> None:
+    """Where entry points are not loaded (PYTEST_DISABLE_PLUGIN_AUTOLOAD), a conftest may load the
+    plugin itself: too late to instrument what the conftests imported."""
     write(tmp_path / "late" / "conftest.py", 'pytest_plugins = ["raximport.pytest_plugin"]\n')
     write(tmp_path / "late" / "test_nothing.py", "def test_nothing():\n    pass\n")
     result = subprocess.run([sys.executable, "-m", "pytest", "--rax"], cwd=tmp_path / "late", capture_output=True,
-                            text=True, timeout=120, env=clean_env())
+                            text=True, timeout=120, env={**clean_env(), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
     assert "the plugin was loaded after the initial conftests" in result.stderr
 
@@ -264,3 +266,15 @@ def test_the_entry_point_is_declared_and_loading_the_plugin_imports_nothing_heav
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                             env=clean_env())
     assert result.stdout.strip() == "['raximport', 'raximport.pytest_plugin']", result.stderr
+
+
+def test_python_m_raximport_m_pytest_keeps_a_suite_that_turns_warnings_into_errors(tmp_path: Path) -> None:
+    """raximport is a registered pytest plugin, imported before pytest starts under `python -m
+    raximport -m pytest`: pytest's "already imported, cannot be rewritten" warning must not fail
+    equinox's or flax's suites, which set filterwarnings = error."""
+    write(tmp_path / "pyproject.toml", '[tool.pytest.ini_options]\nfilterwarnings = ["error"]\n')
+    write(tmp_path / "test_strict.py", "def test_one():\n    assert 1 + 1 == 2\n")
+    result = subprocess.run([sys.executable, "-m", "raximport", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=clean_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
