@@ -36,7 +36,11 @@ def _build_checked(fn: Callable[..., Any], locate: Locate | None) -> Callable[..
     from jaxtyping import jaxtyped
 
     try:
-        return jaxtyped(_accepting_numpy(fn), typechecker=beartype)
+        # beartype's deprecation notes about the user's hint style (typing.Callable...) exist only
+        # because raximport checks: they must not fail a run that turns warnings into errors
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return jaxtyped(_accepting_numpy(fn), typechecker=beartype)
     except Exception as exc:  # the checker's own limits must never stop the user's code
         filename, lineno = locate() if locate else (fn.__code__.co_filename, fn.__code__.co_firstlineno)
         message = (
@@ -118,7 +122,11 @@ def _accepting_numpy(fn: Callable[..., Any]) -> Callable[..., Any]:
             resolved = eval(hint, fn.__globals__) if isinstance(hint, str) else hint
         except Exception:
             continue
-        if (new := _widen(resolved)) is not resolved:
+        try:  # an annotation it cannot rebuild (a Callable's argument list) keeps its own meaning
+            new = _widen(resolved)
+        except Exception:
+            continue
+        if new is not resolved:
             widened[name] = new
     if not widened:
         return fn

@@ -294,11 +294,41 @@ def _mentions_jax_array(annotation: ast.expr | None, jaxtyping: _JaxtypingNames)
     return "Array" in text.replace("ndarray", "") and "np." not in text and "numpy" not in text
 
 
+_PYTHON_VALUES = frozenset({"bool", "int", "float", "complex", "str", "bytes", "None"})
+
+
+def _union_members(annotation: ast.expr) -> list[ast.expr]:
+    """`a | b`, `Union[a, b]` and `Optional[a]` -> their members; anything else -> itself."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        try:
+            annotation = ast.parse(annotation.value, mode="eval").body
+        except SyntaxError:
+            return [annotation]
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        return _union_members(annotation.left) + _union_members(annotation.right)
+    if isinstance(annotation, ast.Subscript):
+        name = annotation.value.attr if isinstance(annotation.value, ast.Attribute) else getattr(annotation.value, "id", "")
+        if name in ("Union", "Optional"):
+            members = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
+            return [m for member in members for m in _union_members(member)] + ([ast.Constant(None)] if name == "Optional" else [])
+    return [annotation]
+
+
+def _may_return_python_values(returns: ast.expr | None) -> bool:
+    """A return annotation that admits a Python value (`Bool[Array, ""] | bool`): under jit that
+    value would come back as an array, so the function is not auto-jitted (equinox's tree_equal)."""
+    return returns is not None and any(
+        (isinstance(m, ast.Name) and m.id in _PYTHON_VALUES) or (isinstance(m, ast.Constant) and m.value is None)
+        for m in _union_members(returns))
+
+
 def _wants_autojit(fn: ast.FunctionDef, jaxtyping: _JaxtypingNames) -> bool:
     if fn.decorator_list and not all(isinstance(d, ast.Name) and d.id == CHECK for d in fn.decorator_list):
         return False
     params = [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]
     if any(a.annotation is not None and "ndarray" in ast.unparse(a.annotation) for a in params):
+        return False
+    if _may_return_python_values(fn.returns):
         return False
     takes_arrays = any(_mentions_jax_array(a.annotation, jaxtyping) for a in params)
     return takes_arrays and _mentions_jax_array(fn.returns, jaxtyping) and not has_visible_side_effects(fn)

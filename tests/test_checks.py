@@ -307,3 +307,26 @@ print("after", "beartype" in sys.modules)
 """)
     result = run_python("-m", "raximport", "main.py", cwd=tmp_path)
     assert result.stdout.split() == ["before", "False", "after", "True"], result.stderr
+
+
+def test_a_callable_parameter_is_checked_and_warns_nothing_under_warnings_as_errors(run_python, tmp_path: Path) -> None:
+    """equinox's MultiheadAttention: a `None | Callable[[...], ...]` parameter beside array ones. The
+    numpy widening must leave the Callable alone, and beartype's deprecation note on typing.Callable
+    (there only because raximport checks) must not fail a run with -W error, as equinox's suite runs."""
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "main.py", """
+        from typing import Callable
+        import numpy as np
+        from jaxtyping import Array, Float
+
+        Heads = Callable[[Float[Array, "a"]], Float[Array, "a"]]
+
+        def attend(x: Float[Array, "n"], heads: None | Heads = None) -> Float[Array, "n"]:
+            return x
+
+        print(attend(np.ones(3)).shape)
+        attend(np.ones((3, 2)))
+    """)
+    result = run_python("-W", "error", "-m", "raximport", "main.py", cwd=tmp_path, env={"RAX_XLA_CACHE": "0"})
+    assert result.stdout == "(3,)\n", result.stderr
+    assert result.returncode == 1 and "TypeCheckError" in result.stderr and "RaxWarning" not in result.stderr

@@ -120,9 +120,10 @@ def test_static_detection(value, kind) -> None:
 
 
 AUTO = """
-import jax, jax.numpy as jnp
+import jax, jax.numpy as jnp, numpy as np
 from dataclasses import dataclass
-from jaxtyping import Array, Float, Int
+from typing import Optional
+from jaxtyping import Array, Bool, Float, Int
 
 @dataclass(frozen=True)
 class Config:
@@ -150,6 +151,12 @@ def mutates_argument(x: Float[Array, "n"], log: list) -> Float[Array, "n"]:
 def returns_python(x: Float[Array, "n"]) -> float:
     return 1.0
 
+def equal(x: Float[Array, "n"], y: Float[Array, "n"]) -> Bool[Array, ""] | bool:  # eqx.tree_equal's shape
+    return bool((x == y).all()) if isinstance(x, np.ndarray) else (x == y).all()
+
+def maybe(x: Float[Array, "n"]) -> Optional[Float[Array, "n"]]:
+    return x
+
 def branchy(x: Float[Array, "n"]) -> Float[Array, "n"]:
     if x.sum() > 0:
         return x
@@ -173,9 +180,12 @@ def step(params: Float[Array, "n"], optimizer) -> Float[Array, "n"]:
 
 
 def test_auto_jit_picks_pure_entry_points_only(load) -> None:
+    """Not `equal` or `maybe`: a return annotation that admits a Python value (bool, None) would
+    come back as an array from jit (eqx.tree_equal's `Bool[Array, ""] | bool`)."""
     mod = load("auto_pick", AUTO)
     auto = {name for name in dir(mod) if getattr(getattr(mod, name), "__rax_autojit__", False)}
     assert auto == {"forward", "outer", "branchy", "to_int", "unhashable", "step"}
+    assert mod.equal(np.ones(2), np.ones(2)) is True
 
 
 def test_auto_jit_results_equal_plain_python_including_fallbacks(load, capsys) -> None:
