@@ -100,14 +100,20 @@ def test_the_batch_axis_comes_from_the_annotations() -> None:
     assert find_batch_axes(step, args, {}) == [(1, 0), (2, 0), (3, 1)]
 
 
-@pytest.mark.slow
-def test_refused_before_running_and_the_suggestion_fits(run_python, tmp_path: Path) -> None:
+def limit_with_room(run_python, tmp_path: Path, source: str, function: str) -> str:
+    """Write `source` as step.py, run it at batch 64 with --memory-report, and return a memory limit
+    with room for about 150 MB of step above its peak: batch 8192 needs far more."""
     write(tmp_path / "pyproject.toml", "")
-    write(tmp_path / "step.py", STEP)
+    write(tmp_path / "step.py", source)
     probe = run_python("-m", "raximport", "--memory-report", "step.py", "64", cwd=tmp_path)
     assert probe.returncode == 0 and "ran" in probe.stdout, probe.stderr
-    peak_mb = float(re.search(r"step\s+\S+ \S+\s+\S+ \S+\s+([\d.]+) MB", probe.stderr).group(1))
-    limit = f"{int(peak_mb + 150)}MB"  # room for about 150 MB of step: batch 8192 needs far more
+    peak_mb = float(re.search(rf"{function}\s+\S+ \S+\s+\S+ \S+\s+([\d.]+) MB", probe.stderr).group(1))
+    return f"{int(peak_mb + 150)}MB"
+
+
+@pytest.mark.slow
+def test_refused_before_running_and_the_suggestion_fits(run_python, tmp_path: Path) -> None:
+    limit = limit_with_room(run_python, tmp_path, STEP, "step")
 
     refused = run_python("-m", "raximport", "--memory-limit", limit, "step.py", "8192", cwd=tmp_path)
     assert refused.returncode == 1, refused.stderr
@@ -319,12 +325,7 @@ def test_a_guess_that_does_not_compile_at_another_size_is_dropped_and_a_whole_sp
 
 @pytest.mark.slow
 def test_an_unannotated_step_with_dict_batches_gets_a_batch_size_that_fits(run_python, tmp_path: Path) -> None:
-    write(tmp_path / "pyproject.toml", "")
-    write(tmp_path / "step.py", DICT_STEP)
-    probe = run_python("-m", "raximport", "--memory-report", "step.py", "64", cwd=tmp_path)
-    assert probe.returncode == 0 and "ran" in probe.stdout, probe.stderr
-    peak_mb = float(re.search(r"train_step\s+\S+ \S+\s+\S+ \S+\s+([\d.]+) MB", probe.stderr).group(1))
-    limit = f"{int(peak_mb + 150)}MB"  # room for about 150 MB of step: batch 8192 needs far more
+    limit = limit_with_room(run_python, tmp_path, DICT_STEP, "train_step")
 
     refused = run_python("-m", "raximport", "--memory-limit", limit, "step.py", "8192", cwd=tmp_path)
     assert refused.returncode == 1 and "ran" not in refused.stdout, refused.stderr
