@@ -32,6 +32,7 @@ DEFAULT_XLA_CACHE_MAX_SIZE = 4 * 10**9
 # boolean options: any case, surrounding spaces ignored.
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("", "0", "false", "no", "off")
+TRACEBACK_MODES = ("short", "full")
 
 
 class ConfigError(ValueError):
@@ -246,8 +247,8 @@ class Config:
         None, _file, "also write every report (errors with their fix, recompilations...) as JSON to this file",
         metavar="PATH", inherit=False)  # a child process would overwrite its parent's file
     traceback: str = option(
-        "short", _one_of("short", "full"), "short: fold the frames of jax, jaxtyping, beartype and raximport in "
-        "tracebacks; full: Python's complete traceback", metavar="MODE", choices=("short", "full"))
+        "short", _one_of(*TRACEBACK_MODES), "short: fold the frames of jax, jaxtyping, beartype and raximport in "
+        "tracebacks; full: Python's complete traceback", metavar="MODE", choices=TRACEBACK_MODES)
     strict: bool = option(
         False, parse_bool, "for CI: where raximport's own machinery fails (a note, and the code runs as plain "
         "JAX), fail instead with RaxInternalError")
@@ -303,7 +304,7 @@ def options_markdown() -> str:
         elif isinstance(o.default, bool):
             default = "on" if o.default else "off"
         else:
-            default = f"`{o.format(o.default)}`" if o.format(o.default) else "none"
+            default = f"`{o.format(o.default)}`" if o.default not in (None, ()) else "none"
         lines.append(f"| `{o.name}` | {flags} | `{o.env}` | {default} | {o.help} |")
     return "\n".join(lines)
 

@@ -48,7 +48,6 @@ _OWN_IMPORT = re.compile(
 )
 
 
-
 @functools.cache
 def rewrite_digest() -> bytes:
     """sha256 of the source of rewrite.py and of the raximport modules it imports: the code that

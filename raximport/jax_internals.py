@@ -2,10 +2,11 @@
 
 Three things need JAX's internals. Two questions (`jax._src.core`): is any trace in progress
 (auto-jit asks on every call), and was the jit being traced called from plain Python (the memory
-check asks once per compiled signature). And one sight: the executable JAX has just compiled for a
-call, before it runs (`pxla.MeshComputation.compile`), which the memory check reads. Each answer falls back on JAX's public API for libraries,
-`jax.extend.core.take_current_trace`, which is slower (it swaps the current trace in and out). If
-that has moved too, raximport warns once (RaxWarning) and steps aside: auto-jit runs functions as
+check asks once per compiled signature). Each answer falls back on JAX's public API for libraries,
+`jax.extend.core.take_current_trace`, which is slower (it swaps the current trace in and out). And
+one sight, with no public equivalent: the executable JAX has just compiled for a call, before it
+runs (`pxla.MeshComputation.compile`), which the memory check reads. If what a feature needs has
+moved, raximport warns once (RaxWarning) and the feature steps aside: auto-jit runs functions as
 plain Python, the memory check is skipped. JAX is imported on the first question, not before.
 """
 
@@ -120,9 +121,5 @@ def memory_stats(executable: Any) -> Any:
 
 
 def input_shardings(executable: Any) -> list[Any]:
-    """The shardings of a compiled program's inputs, flat."""
-    import jax
-
-    if hasattr(executable, "input_shardings") and not callable(executable.input_shardings):
-        return jax.tree_util.tree_leaves(executable.input_shardings)
+    """The shardings of the inputs of a program `on_compile` was told of, flat."""
     return list(getattr(executable, "_in_shardings", ()))

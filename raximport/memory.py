@@ -425,8 +425,9 @@ def _batch_shards(step: Step) -> int:
             value = step.args[where] if isinstance(where, int) else step.kwargs[where]
             sharding = args_shardings[where] if isinstance(where, int) else kwargs_shardings[where]
             # the first array of the argument (a dict batch: its first entry) and its sharding
-            leaf = next(x for x in jax.tree_util.tree_leaves(value) if len(getattr(x, "shape", ())) > axis)
-            first = jax.tree_util.tree_leaves(sharding)[jax.tree_util.tree_leaves(value).index(leaf)]
+            leaves = jax.tree_util.tree_leaves(value)
+            at = next(i for i, x in enumerate(leaves) if len(getattr(x, "shape", ())) > axis)
+            leaf, first = leaves[at], jax.tree_util.tree_leaves(sharding)[at]
             if not isinstance(first, jax.sharding.Sharding):
                 continue
             shape = tuple(leaf.shape)
