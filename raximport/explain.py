@@ -5,7 +5,8 @@ are never imported here (an exception of theirs means they already are). Every e
 user's line (the innermost frame of the traceback in the user's code, i.e. the call site for
 errors raised while tracing or type-checking), explains the error in a sentence or two, and gives
 the fix. Anything unknown becomes a report of kind "error": shown as a clean traceback, never
-swallowed. A failed annotation check, the richest entry, has its own module: explain_typecheck.py.
+swallowed. A failed annotation check, the richest entry, has its own module: explain_typecheck.py;
+so has a shape error of the libraries in code with no annotations: explain_shapes.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 from types import FrameType, ModuleType, TracebackType
 from typing import Any, Callable
 
+from raximport.explain_shapes import explain_shapes, is_shape_error, lookup
 from raximport.explain_typecheck import explain_typecheck
 from raximport.jit import static_parameters
 from raximport.provenance import is_raximport_file, is_user_file
@@ -218,19 +220,11 @@ def _non_hashable(exc: BaseException, message: str, where: tuple[str, int] | Non
     )
 
 
-def _lookup(name: str, frame: FrameType) -> tuple[bool, Any]:
-    """(found, value) of a variable as the code of `frame` sees it."""
-    for scope in (frame.f_locals, frame.f_globals, frame.f_builtins):
-        if name in scope:
-            return True, scope[name]
-    return False, None
-
-
 def _named_object(node: ast.expr, frame: FrameType) -> Any:
     """What `f` or `module.f` names in `frame` (None for anything else): read, never called, so no
     code of the user's runs."""
     if isinstance(node, ast.Name):
-        return _lookup(node.id, frame)[1]
+        return lookup(node.id, frame)[1]
     if isinstance(node, ast.Attribute):
         owner = _named_object(node.value, frame)
         return vars(owner).get(node.attr) if isinstance(owner, ModuleType) else None
@@ -261,7 +255,7 @@ def _type_name(node: ast.expr, frame: FrameType) -> str | None:
     if isinstance(node, ast.Constant):
         return type(node.value).__name__
     if isinstance(node, ast.Name):
-        found, value = _lookup(node.id, frame)
+        found, value = lookup(node.id, frame)
         return type(value).__name__ if found else None
     return _LITERAL_TYPES.get(type(node))
 
@@ -398,6 +392,7 @@ _CATALOGUE: list[tuple[Callable[[list[str], str, BaseException], bool],
     (_says("Array has been deleted"), _deleted),
     (_says("RESOURCE_EXHAUSTED"), _resource_exhausted),
     (_says("encountered in", name="FloatingPointError"), _nan),
+    (is_shape_error, explain_shapes),
     (lambda names, message, exc: bool(_NAN_WORD.search(message)) and not isinstance(exc, (SyntaxError, ImportError)),
      _nan_hint),
 ]
