@@ -44,6 +44,7 @@ _NUMBERS = (bool, int, float, complex)
 _KEYS = (int, str, bytes, slice, type(None), type(Ellipsis))
 _MAX_LEAVES = 12  # of the jitted function's arguments, before "… N more"
 _MAX_MESSAGE_LINES = 8
+_MAX_HELD = 4  # arrays of a called object (a layer's weight and bias) shown with its call
 _JIT_FILE = describe_call.__code__.co_filename  # where raximport's jit wrapper, `traced`, runs
 
 
@@ -124,21 +125,21 @@ def _size(node: ast.AST) -> tuple[int, int]:
 
 
 def _operands(node: ast.AST, source: str) -> tuple[ast.expr | None, list[tuple[str, ast.expr]]]:
-    """A call's receiver (`x` in `x.reshape(...)`, `optax` in `optax.l2_loss(...)`), and (source
-    text, expression) of each operand: the call's arguments and keywords (the elements of a list
-    or tuple written in place), an operator's two sides."""
-    receiver = None
+    """What a call calls (`x.reshape`, `self.dense`, `optax.l2_loss`), and (source text,
+    expression) of each operand: the call's arguments and keywords (the elements of a list or
+    tuple written in place), an operator's two sides."""
+    callee = None
     if isinstance(node, ast.BinOp):
         found = [node.left, node.right]
     elif isinstance(node, ast.AugAssign):
         found = [node.target, node.value]
     else:
         assert isinstance(node, ast.Call)
-        receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+        callee = node.func
         found = [a.value if isinstance(a, ast.Starred) else a for a in node.args] + [kw.value for kw in node.keywords]
     expanded = [e for n in found for e in (n.elts if isinstance(n, (ast.List, ast.Tuple)) else [n])]
     labels = {id(kw.value): f"{kw.arg}=" if kw.arg else "**" for kw in getattr(node, "keywords", [])}
-    return receiver, [(labels.get(id(e), "") + _text(e, source), e) for e in expanded]
+    return callee, [(labels.get(id(e), "") + _text(e, source), e) for e in expanded]
 
 
 def _text(node: ast.AST, source: str) -> str:
@@ -186,6 +187,17 @@ def _value(node: ast.expr, frame: FrameType) -> Any:
         return evaluate(node, frame)
     except NotEvaluated as why:
         return why
+
+
+def _stored_arrays(owner: Any) -> list[tuple[str, Any]]:
+    """The arrays an object (an equinox layer) holds in its instance dict, read without running its code."""
+    if isinstance(owner, (ModuleType, NotEvaluated)):
+        return []
+    slot = next((vars(k)["__dict__"] for k in type(owner).__mro__ if "__dict__" in vars(k)), None)
+    if not inspect.isgetsetdescriptor(slot):  # no instance dict, or a class's own __dict__ property
+        return []
+    stored = slot.__get__(owner, type(owner))
+    return [(name, value) for name, value in stored.items() if is_array(value)][:_MAX_HELD] if type(stored) is dict else []
 
 
 def lookup(name: str, frame: FrameType) -> tuple[bool, Any]:
@@ -334,8 +346,8 @@ def _compare(name: str, shape: tuple[int, ...], against: str, target: tuple[int,
             axis = differ[0]
             skip = ":, " * axis
             return (0, f"axis {axis} of '{name}' is {shape[axis]}, one more than {against} ({target[axis]})",
-                    f"make axis {axis} of '{name}' {target[axis]} long: it has one element too many (shifted "
-                    f"targets sliced as [{skip}1:] or [{skip}:-1]? or the length it was built with)",
+                    f"make axis {axis} of '{name}' {target[axis]} long like {against}: one element too many, often "
+                    f"a shifted slice ([{skip}1:] / [{skip}:-1]) or a size set one too large where it was built",
                     dict(kind="off-by-one", operand=name, axis=axis, size=shape[axis], other_size=target[axis]))
     elif len(shape) == len(target) + 1:
         for axis in range(len(shape)):
@@ -370,11 +382,14 @@ def explain_shapes(exc: BaseException, message: str, where: tuple[str, int] | No
     operands: dict[str, str] = {}
     shapes: list[tuple[str, tuple[int, ...]]] = []
     per_example = False
-    receiver, written = _operands(node, source)
+    callee, written = _operands(node, source)
     values = [(text, _value(expression, frame)) for text, expression in written]
-    if receiver is not None:  # a method of an array is about that array; a module's or an object's is not
-        value = _value(receiver, frame)
-        values[:0] = [(_text(receiver, source), value)] if is_array(value) else []
+    if callee is not None:  # an array's method is about the array, a layer's call about its weights
+        owner = callee.value if isinstance(callee, ast.Attribute) else None
+        receiver = _value(owner, frame) if owner is not None else None
+        if owner is not None and is_array(receiver):
+            values[:0] = [(_text(owner, source), receiver)]
+        values += [(f"{_text(callee, source)}.{n}", v) for n, v in _stored_arrays(_value(callee, frame))]
     for text, value in values:
         operands[text] = f"({value})" if isinstance(value, NotEvaluated) else describe(value)
         if is_array(value):

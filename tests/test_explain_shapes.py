@@ -87,6 +87,23 @@ def test_off_by_one_targets_in_a_flax_linen_model() -> None:
     assert "[:, 1:]" in report.fix
 
 
+def test_a_layer_called_with_the_wrong_input_size_shows_its_weights() -> None:
+    eqx = pytest.importorskip("equinox")
+
+    class MLP(eqx.Module):
+        hidden: Any
+
+        def __call__(self, x):
+            return jax.nn.relu(self.hidden(x))  # equinox layer
+
+    model = MLP(eqx.nn.Linear(4, 8, key=jax.random.key(0)))
+    report = explained(jax.vmap(model), jnp.zeros((16, 5)))
+    assert report.where == line_of("equinox layer") and report.extra["library"] == "equinox"
+    assert report.extra["operands"] == {"x": "float32[5]", "self.hidden.weight": "float32[8,4]",
+                                        "self.hidden.bias": "float32[8]"}
+    assert "axis 0 of 'x' is 5, one more than 'self.hidden.weight' without its first axis (4)" in report.title
+
+
 def test_inside_lax_scan_the_report_is_at_the_line_of_the_scanned_body() -> None:
     def body(carry, x):
         return carry + x, None  # scan body
