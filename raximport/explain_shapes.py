@@ -379,54 +379,54 @@ def explain_shapes(exc: BaseException, message: str, where: tuple[str, int] | No
         return None
     node, source = failing
     frame = entry.tb_frame
-    operands: dict[str, str] = {}
-    shapes: list[tuple[str, tuple[int, ...]]] = []
-    per_example = False
-    callee, written = _operands(node, source)
-    values = [(text, _value(expression, frame)) for text, expression in written]
-    if callee is not None:  # an array's method is about the array, a layer's call about its weights
-        owner = callee.value if isinstance(callee, ast.Attribute) else None
-        receiver = _value(owner, frame) if owner is not None else None
-        if owner is not None and is_array(receiver):
-            values[:0] = [(_text(owner, source), receiver)]
-        values += [(f"{_text(callee, source)}.{n}", v) for n, v in _stored_arrays(_value(callee, frame))]
-    for text, value in values:
-        operands[text] = f"({value})" if isinstance(value, NotEvaluated) else describe(value)
-        if is_array(value):
-            shapes.append((text, tuple(value.shape)))
-            per_example = per_example or type(value).__name__ == "BatchTracer"
+    values = _operand_values(node, source, frame)
+    shapes = [(text, tuple(value.shape)) for text, value in values if is_array(value)]
     if not shapes:
         return None
-    library = _library(exc)
-    call = _text(node, source)
-    function = frame.f_code.co_name if frame.f_code.co_name != "<module>" else ""
+    operands = {text: f"({value})" if isinstance(value, NotEvaluated) else describe(value) for text, value in values}
+    library, call = _library(exc), _text(node, source)
     width = max(map(len, operands)) + 1
-    details = [f"{'call' if isinstance(node, ast.Call) else 'operation'}: {call}", *(f"  {text + ':':<{width}} {shape}" for text, shape in operands.items())]
-    if per_example:
+    details = [f"{'call' if isinstance(node, ast.Call) else 'operation'}: {call}",
+               *(f"  {text + ':':<{width}} {shape}" for text, shape in operands.items())]
+    if any(type(value).__name__ == "BatchTracer" for _, value in values):
         details.append("  (inside jax.vmap: shapes per example, without the mapped axis)")
+    extra: dict[str, object] = {"call": call, "operands": operands, "library": library}
     jitted, arguments = _jitted_arguments(exc.__traceback__, entry)
     if jitted:
-        details.append(f"{jitted}() is being traced by jit with:")
-        details += _leaf_lines(arguments)
+        details += [f"{jitted}() is being traced by jit with:", *_leaf_lines(arguments)]
+        extra.update(jitted_function=jitted, jitted_arguments=arguments)
     found = observe(shapes, message)
     if found:
         details.append(found[0])
+        extra["observation"] = found[2]
     lines = str(exc).strip().splitlines() or [type(exc).__name__]
     details.append(f"{library} says: {type(exc).__name__}: {lines[0]}")
     details += [f"  {line}" for line in lines[1:_MAX_MESSAGE_LINES] if line.strip()]
-    extra: dict[str, object] = {"call": call, "operands": operands, "library": library}
-    if jitted:
-        extra.update(jitted_function=jitted, jitted_arguments=arguments)
-    if found:
-        extra["observation"] = found[2]
+    function = frame.f_code.co_name if frame.f_code.co_name != "<module>" else ""
+    what = "dtype" if _DTYPE_WORDS.search(message) and not _SHAPE_WORDS.search(message) else "shape"
     return Report(
-        kind="shape-error", title=f"{'dtype' if _DTYPE_WORDS.search(message) and not _SHAPE_WORDS.search(message) else 'shape'} error{f' in {function}()' if function else ''}: {found[0] if found else lines[0]}",
-        where=where, function=function, defined_at=(frame.f_code.co_filename, frame.f_code.co_firstlineno) if function else None,
-        explanation=f"{library} rejected the shapes or dtypes this line gave it; here they are, as your code names them.",
+        kind="shape-error", title=f"{what} error{f' in {function}()' if function else ''}: {found[0] if found else lines[0]}",
+        where=where, function=function,
+        defined_at=(frame.f_code.co_filename, frame.f_code.co_firstlineno) if function else None,
+        explanation=f"{library} rejected the {what}s this line gave it; here they are, as your code names them.",
         details=tuple(details), extra=extra,
-        fix=found[1] if found else "compare the shapes above with what the call expects (its documentation), "
-        "and reshape, transpose or slice at this line",
+        fix=found[1] if found else f"compare the {what}s above with what the call expects (its documentation), "
+        "and reshape, transpose, slice or convert at this line",
     )
+
+
+def _operand_values(node: ast.AST, source: str, frame: FrameType) -> list[tuple[str, Any]]:
+    """(source text, value or NotEvaluated) of each operand of the failing `node`; an array's
+    method also shows the array, a called layer (`self.dense(x)`) the arrays it holds."""
+    callee, written = _operands(node, source)
+    values = [(text, _value(expression, frame)) for text, expression in written]
+    if callee is None:
+        return values
+    owner = callee.value if isinstance(callee, ast.Attribute) else None
+    receiver = _value(owner, frame) if owner is not None else None
+    if owner is not None and is_array(receiver):
+        values.insert(0, (_text(owner, source), receiver))
+    return values + [(f"{_text(callee, source)}.{name}", held) for name, held in _stored_arrays(_value(callee, frame))]
 
 
 def _jitted_arguments(tb: TracebackType | None, entry: TracebackType) -> tuple[str, dict[str, str]]:
