@@ -396,8 +396,7 @@ def explain_shapes(exc: BaseException, message: str, where: tuple[str, int] | No
         details += [f"{jitted}() is being traced by jit with:", *_leaf_lines(arguments)]
         extra.update(jitted_function=jitted, jitted_arguments=arguments)
     found = observe(shapes, message)
-    if found:
-        details.append(found[0])
+    if found:  # the title says it
         extra["observation"] = found[2]
     lines = str(exc).strip().splitlines() or [type(exc).__name__]
     details.append(f"{library} says: {type(exc).__name__}: {lines[0]}")
