@@ -45,6 +45,7 @@ _KEYS = (int, str, bytes, slice, type(None), type(Ellipsis))
 _MAX_LEAVES = 12  # of the jitted function's arguments, before "… N more"
 _MAX_MESSAGE_LINES = 8
 _MAX_HELD = 4  # arrays of a called object (a layer's weight and bias) shown with its call
+_MISSING = object()
 _JIT_FILE = describe_call.__code__.co_filename  # where raximport's jit wrapper, `traced`, runs
 
 
@@ -232,8 +233,8 @@ def _attribute(owner: Any, name: str) -> Any:
     fields = getattr(type(owner), "_fields", None)
     if isinstance(owner, tuple) and isinstance(fields, tuple) and name in fields:
         return tuple.__getitem__(owner, fields.index(name))
-    static = inspect.getattr_static(owner, name, NotEvaluated)
-    if static is NotEvaluated:
+    static = inspect.getattr_static(owner, name, _MISSING)
+    if static is _MISSING:
         raise NotEvaluated("not a stored attribute")
     if inspect.ismemberdescriptor(static):  # a __slots__ field
         return static.__get__(owner, type(owner))
