@@ -1,0 +1,168 @@
+"""What `rax annotate` observes while the user's script runs: at each call of the user's
+functions, the dtype and shape of every array argument and of the returned arrays, and the
+integers that could name a dimension (config values).
+
+A `sys.setprofile` hook sees each call with its frame's arguments and each return with its
+value. Jitted functions are seen while JAX traces them, with tracers that carry shapes and
+dtypes, so recording compiles nothing. Each function is recorded for its first `max_calls`
+calls; past that a call costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import sys
+from dataclasses import dataclass, field
+from types import CodeType, FrameType
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+
+from raximport.provenance import is_user_file
+
+# Generators, coroutines and async generators: their 'return' events are yields, not returns.
+_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_RETURN = "return"
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """One array as seen: a jax.Array (or a tracer of one) or a numpy array."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    numpy: bool
+
+
+class Other:
+    """A value that is neither an array, None, nor a tuple of those: never annotated."""
+
+    def __repr__(self) -> str:
+        return "OTHER"
+
+
+OTHER = Other()
+Observed = Any  # ArrayInfo | None | OTHER | tuple[Observed, ...]
+
+
+def describe(value: Any) -> Observed:
+    """`value` as recorded: arrays by dtype and shape, tuples element by element."""
+    if value is None:
+        return None
+    if isinstance(value, jax.Array):
+        return ArrayInfo(str(value.dtype), tuple(int(n) for n in value.shape), numpy=False)
+    if isinstance(value, np.ndarray):
+        return ArrayInfo(str(value.dtype), tuple(value.shape), numpy=True)
+    if type(value) is tuple and 0 < len(value) <= 8:
+        return tuple(describe(item) for item in value)
+    return OTHER
+
+
+@dataclass(eq=False)  # one per code object: compared and hashed by identity
+class FunctionRecord:
+    """The calls seen of one function of the user's: per call, each parameter's observation and
+    the return's (under "return")."""
+
+    filename: str
+    firstlineno: int
+    name: str
+    params: tuple[str, ...]
+    calls: list[dict[str, Observed]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConfigValue:
+    """An integer the user named: a module global, or a field of a config the code was given
+    (a dataclass, an argparse namespace, a dict). `given` (passed to a function) outranks a
+    module global, which may be a default the run overrode."""
+
+    name: str
+    value: int
+    given: bool
+
+
+def config_ints(value: Any, depth: int = 2) -> Iterator[tuple[str, int]]:
+    """The named integers inside a config object: a dict with string keys, a dataclass instance
+    or an argparse namespace, nested configs included."""
+    if isinstance(value, argparse.Namespace):
+        items = vars(value).items()
+    elif isinstance(value, dict):
+        items = ((k, v) for k, v in value.items() if isinstance(k, str))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value))
+    else:
+        return
+    for name, item in items:
+        if name.startswith("_"):
+            continue
+        if isinstance(item, int) and not isinstance(item, bool):
+            yield name, item
+        elif depth > 1:
+            yield from config_ints(item, depth - 1)
+
+
+class Recorder:
+    """The profile hook: records calls of functions defined in files `is_ours` accepts."""
+
+    def __init__(self, is_ours: Callable[[str], bool], max_calls: int) -> None:
+        self.is_ours = is_ours
+        self.failure: Exception | None = None  # the recorder's own, which stopped it
+        self.max_calls = max_calls
+        self.functions: dict[CodeType, FunctionRecord | None] = {}
+        self.configs: list[ConfigValue] = []
+        self._open: dict[int, dict[str, Observed]] = {}  # id(frame) -> the call awaiting its return
+        self._module_globals: dict[int, dict[str, Any]] = {}
+
+    def __enter__(self) -> "Recorder":
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.setprofile(None)
+        for module_globals in self._module_globals.values():
+            self.configs += [ConfigValue(n, v, given=False) for n, v in config_ints(dict(module_globals), depth=3)]
+
+    def records(self) -> list[FunctionRecord]:
+        return [record for record in self.functions.values() if record is not None and record.calls]
+
+    def _record_for(self, frame: FrameType) -> FunctionRecord | None:
+        code = frame.f_code
+        if code.co_name.startswith("<") or code.co_flags & _RESUMABLE or not self.is_ours(code.co_filename):
+            return None
+        self._module_globals.setdefault(id(frame.f_globals), frame.f_globals)
+        count = code.co_argcount + code.co_kwonlyargcount
+        return FunctionRecord(code.co_filename, code.co_firstlineno, code.co_name, code.co_varnames[:count])
+
+    def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
+        try:
+            self._observe(frame, event, arg)
+        except Exception as exc:  # never the user's failure: stop recording, the run goes on
+            sys.setprofile(None)
+            self.failure = exc
+
+    def _observe(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            code = frame.f_code
+            record = self.functions.get(code, False)
+            if record is False:
+                record = self.functions[code] = self._record_for(frame)
+            if record is None or len(record.calls) >= self.max_calls:
+                return
+            values = frame.f_locals
+            call = {name: describe(values.get(name)) for name in record.params}
+            for name in record.params:
+                self.configs += [ConfigValue(n, v, given=True) for n, v in config_ints(values.get(name))]
+            record.calls.append(call)
+            self._open[id(frame)] = call
+        elif event == _RETURN:
+            call = self._open.pop(id(frame), None)
+            if call is not None:
+                call[_RETURN] = describe(arg)
+
+
+def user_file_filter(roots: tuple[str, ...]) -> Callable[[str], bool]:
+    """The files whose functions are recorded: the user's (provenance) under the hook's roots."""
+    return lambda filename: is_user_file(filename) and filename.startswith(roots)
