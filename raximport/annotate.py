@@ -30,6 +30,7 @@ from pathlib import Path
 from raximport.shape_record import ArrayInfo, ConfigValue, FunctionRecord, Observed, Recorder, user_file_filter
 
 DEFAULT_MAX_CALLS = 16
+THEN = "--then"  # separates the runs of one `rax annotate`
 RETURN = "return"
 SELF_NAMES = ("self", "cls")
 # Config names that say "a size": a count of something an axis runs over.
@@ -99,26 +100,30 @@ def _uniform(site: Site) -> bool:
     )
 
 
-def config_names(configs: list[ConfigValue]) -> dict[int, str]:
-    """Size -> the one dimension-like config name holding it. A name given to the code (a config
-    argument) outranks a module global of that name (maybe a default the run overrode); a size
-    two names hold is left unnamed."""
+def config_values(configs: list[ConfigValue]) -> dict[str, int]:
+    """Each dimension-like config name's value: the last one the code was given (a config
+    argument: the run's own, after any defaults passed before it), else its module global's."""
     chosen: dict[str, ConfigValue] = {}
     for value in configs:
-        if value.value < 2 or not _SIZE_NAME.search(value.name) or value.name == "batch_size":
-            continue
         held = chosen.get(value.name)
-        if held is None or (value.given and not held.given):
+        if _SIZE_NAME.search(value.name) and (held is None or value.given or not held.given):
             chosen[value.name] = value
+    return {name: value.value for name, value in chosen.items()}
+
+
+def config_names(values: dict[str, int]) -> dict[int, str]:
+    """Size -> the one config name holding it (not batch_size: that axis is `batch`); a size two
+    names hold is left unnamed."""
     by_size: dict[int, set[str]] = defaultdict(set)
-    for value in chosen.values():
-        by_size[value.value].add(value.name)
+    for name, size in values.items():
+        if size > 1 and name != "batch_size":
+            by_size[size].add(name)
     return {size: names.pop() for size, names in by_size.items() if len(names) == 1}
 
 
-def batch_sizes(sites: list[Site], configs: list[ConfigValue]) -> set[int]:
+def batch_sizes(sites: list[Site], values: dict[str, int]) -> set[int]:
     """Sizes of a leading axis two data arguments of one call shared, and the config's batch_size."""
-    sizes = {c.value for c in configs if c.name == "batch_size" and c.value > 1}
+    sizes = {values["batch_size"]} if values.get("batch_size", 0) > 1 else set()
     by_call: dict[tuple[int, int], list[int]] = defaultdict(list)
     for site in sites:
         if site.key == RETURN:
@@ -141,8 +146,9 @@ class Naming:
 
 def name_dims(sites: list[Site], configs: list[ConfigValue]) -> Naming:
     naming = Naming()
-    batch = batch_sizes(sites, configs)
-    by_config = config_names(configs)
+    values = config_values(configs)
+    batch = batch_sizes(sites, values)
+    by_config = config_names(values)
     slots = [Slot(site, axis) for site in sites if not any(_is_key(a) for _, a in site.arrays())
              for axis in range(len(site.arrays()[0][1].shape))]
     varied: dict[frozenset[int], list[Slot]] = defaultdict(list)
@@ -227,23 +233,23 @@ def site_annotation(site: Site, naming: Naming, numpy_alias: str | None) -> tupl
     return f'{kind}[{container}, "{dims}"]{optional}', names
 
 
-def function_annotations(sites: list[Site], naming: Naming, numpy_alias: str | None) -> tuple[dict[str, str], set[str]]:
-    """One function's sites -> (parameter name or "return" -> annotation text, the names to import).
-    A returned tuple is annotated only if each of its elements can be."""
-    out: dict[str, str] = {}
-    names: set[str] = set()
+def function_annotations(
+    sites: list[Site], naming: Naming, numpy_alias: str | None
+) -> dict[str, tuple[str, set[str]]]:
+    """One function's sites -> parameter name or "return" -> (annotation text, the jaxtyping names
+    it uses). A returned tuple is annotated only if each of its elements can be."""
+    out: dict[str, tuple[str, set[str]]] = {}
     elements: list[tuple[str, set[str]] | None] = []
     for site in sites:
         written = site_annotation(site, naming, numpy_alias)
         if site.index is not None:
             elements.append(written)
         elif written is not None:
-            out[site.key] = written[0]
-            names |= written[1]
+            out[site.key] = written
     if elements and all(elements):
-        out[RETURN] = f"tuple[{', '.join(text for text, _ in elements)}]"  # type: ignore[misc]
-        names = names.union(*(used for _, used in elements))  # type: ignore[misc]
-    return out, names
+        texts, names = zip(*elements)  # type: ignore[misc]
+        out[RETURN] = f"tuple[{', '.join(texts)}]", set().union(*names)
+    return out
 
 
 # ------------------------------------------------------------------------------ the source text
@@ -298,10 +304,10 @@ class SourceFile:
                         return alias.asname or "numpy"
         return None
 
-    def def_edits(self, node: ast.FunctionDef | ast.AsyncFunctionDef, annotations: dict[str, str]) -> list[Edit]:
+    def def_edits(self, node: ast.FunctionDef | ast.AsyncFunctionDef, annotations: dict[str, str]) -> dict[str, Edit]:
         """Annotations for the parameters and return that have none: `x` -> `x: T`, `x=1` ->
-        `x: T = 1`, `)` -> `) -> T`."""
-        edits = []
+        `x: T = 1` (`x=None` -> `x: T | None = None`), `)` -> `) -> T`; by parameter name."""
+        edits = {}
         args = node.args
         positional = args.posonlyargs + args.args
         defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
@@ -311,12 +317,14 @@ class SourceFile:
                 continue
             start = self.position(arg.lineno, arg.end_col_offset)  # type: ignore[arg-type]
             if default is None:
-                edits.append(Edit(start, start, f": {text}"))
-            else:
-                edits.append(Edit(start, self.position(default.lineno, default.col_offset), f": {text} = "))
+                edits[arg.arg] = Edit(start, start, f": {text}")
+                continue
+            if isinstance(default, ast.Constant) and default.value is None and not text.endswith(" | None"):
+                text += " | None"
+            edits[arg.arg] = Edit(start, self.position(default.lineno, default.col_offset), f": {text} = ")
         if node.returns is None and RETURN in annotations:
             end = self._signature_end(node)
-            edits.append(Edit(end, end, f" -> {annotations[RETURN]}"))
+            edits[RETURN] = Edit(end, end, f" -> {annotations[RETURN]}")
         return edits
 
     def _signature_end(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[int, int]:
@@ -388,12 +396,12 @@ def annotate(records: list[FunctionRecord], configs: list[ConfigValue]) -> Resul
             node = source.find_def(record.name, record.firstlineno)
             if node is None:
                 continue
-            annotations, names = function_annotations(by_record[id(record)], naming, source.numpy_alias())
-            function_edits = source.def_edits(node, annotations)
+            annotations = function_annotations(by_record[id(record)], naming, source.numpy_alias())
+            function_edits = source.def_edits(node, {key: text for key, (text, _) in annotations.items()})
             if function_edits:
                 annotated += 1
-                edits += function_edits
-                needed |= names
+                edits += function_edits.values()
+                needed = needed.union(*(annotations[key][1] for key in function_edits))
         if edits:
             import_edit = source.import_edit(needed)
             changed[path] = (source.text, apply_edits(source.text, edits + ([import_edit] if import_edit else [])))
@@ -409,30 +417,55 @@ def unified_diff(changed: dict[str, tuple[str, str]]) -> str:
     return "".join(out)
 
 
-def record_run(script: str | None, module: str | None, args: list[str], max_calls: int) -> tuple[Recorder, int]:
-    """Run the script (or -m module) under raximport, its output on stderr, recording its calls."""
+Run = tuple[str | None, str | None, list[str]]  # (script, -m module, its arguments)
+
+
+def split_runs(args: list[str]) -> tuple[list[str], list[Run]]:
+    """`script a b --then other.py c --then -m mod d` -> the first script's arguments, the later runs."""
+    from raximport.cli import split_run_argv
+
+    segments = [[]]  # type: list[list[str]]
+    for token in args:
+        segments.append([]) if token == THEN else segments[-1].append(token)
+    later = []
+    for segment in segments[1:]:
+        _, script, module, rest = split_run_argv(segment, set())
+        later.append((script, module, rest))
+    return segments[0], later
+
+
+def record_runs(runs: list[Run], max_calls: int) -> tuple[Recorder, list[int]]:
+    """Run each script (or -m module) in turn in this process under raximport, their output on
+    stderr, recording the calls of the functions of the first one's project."""
     from raximport.config import load_config
     from raximport.runner import run_module, run_path
     from raximport.session import install
 
-    config = load_config({}, root=Path(script).resolve().parent if script else Path.cwd())
+    first = runs[0][0]
+    config = load_config({}, root=Path(first).resolve().parent if first else Path.cwd())
     installation = install(config=config)
     recorder = Recorder(user_file_filter(installation.finder.roots), max_calls)
+    statuses = []
     try:
         with redirect_stdout(sys.stderr), recorder:
-            status = run_module(module, args, config) if module else run_path(script, args, config)  # type: ignore
-    except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else 1
+            for script, module, args in runs:
+                try:
+                    statuses.append(run_module(module, args, config) if module else run_path(script, args, config))  # type: ignore[arg-type]
+                except SystemExit as exc:
+                    statuses.append(exc.code if isinstance(exc.code, int) else 1)
     finally:
         installation.uninstall()
-    return recorder, status
+    return recorder, statuses
 
 
-USAGE = "%(prog)s [--write | --check] [--max-calls N] script.py [args ...]\n       %(prog)s [...] -m module [args ...]"
+USAGE = ("%(prog)s [--write | --check] [--max-calls N] script.py [args ...] [--then script2.py [args ...]]\n"
+         "       %(prog)s [...] -m module [args ...] [--then ...]")
 DESCRIPTION = """\
 Run a script under raximport, record the dtypes and shapes of the arrays its functions take and
 return (jitted functions while JAX traces them: no extra compile), and print the jaxtyping
-annotations they imply as a unified diff (the script's own output goes to stderr).
+annotations they imply as a unified diff (the script's own output goes to stderr). `--then`
+runs another script of the same project in the same process (train, then sample), so the
+annotations cover the calls of both.
 """
 
 
@@ -449,12 +482,13 @@ def main(argv: list[str], prog: str = "rax annotate") -> int:
     ns = parser.parse_args(options)
     if script is None and module is None:
         parser.error("a script or -m module is required")
-    recorder, status = record_run(script, module, args, ns.max_calls)
+    args, later = split_runs(args)
+    recorder, statuses = record_runs([(script, module, args), *later], ns.max_calls)
     if recorder.failure is not None:
         sys.stderr.write(f"rax annotate: recording stopped early ({type(recorder.failure).__name__}: "
                          f"{recorder.failure}); what it saw is annotated\n")
-    if status:
-        sys.stderr.write(f"rax annotate: the script exited with status {status}; annotating the calls it made\n")
+    if any(statuses):
+        sys.stderr.write(f"rax annotate: exit statuses {statuses}; annotating the calls made\n")
     result = annotate(recorder.records(), recorder.configs)
     sys.stdout.write(unified_diff(result.changed))
     for name, why in sorted(result.naming.meaning.items()):

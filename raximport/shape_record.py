@@ -86,13 +86,16 @@ class ConfigValue:
 
 def config_ints(value: Any, depth: int = 2) -> Iterator[tuple[str, int]]:
     """The named integers inside a config object: a dict with string keys, a dataclass instance
-    or an argparse namespace, nested configs included."""
+    (a frozen one's properties too: values derived from its fields) or an argparse namespace,
+    nested configs included."""
     if isinstance(value, argparse.Namespace):
         items = vars(value).items()
     elif isinstance(value, dict):
         items = ((k, v) for k, v in value.items() if isinstance(k, str))
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = ((f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value))
+        items = [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
+        if value.__dataclass_params__.frozen:  # type: ignore[attr-defined]  # derived sizes: GPTConfig.head_dim
+            items += _properties(value)
     else:
         return
     for name, item in items:
@@ -104,6 +107,17 @@ def config_ints(value: Any, depth: int = 2) -> Iterator[tuple[str, int]]:
             yield from config_ints(item, depth - 1)
 
 
+def _properties(value: Any) -> list[tuple[str, Any]]:
+    out = []
+    for name, member in vars(type(value)).items():
+        if isinstance(member, property):
+            try:
+                out.append((name, member.__get__(value)))
+            except Exception:  # a property that cannot be read here names nothing
+                continue
+    return out
+
+
 class Recorder:
     """The profile hook: records calls of functions defined in files `is_ours` accepts."""
 
@@ -112,6 +126,8 @@ class Recorder:
         self.failure: Exception | None = None  # the recorder's own, which stopped it
         self.max_calls = max_calls
         self.functions: dict[CodeType, FunctionRecord | None] = {}
+        # One record per def: a file run as __main__ and imported again has two code objects per def.
+        self._by_place: dict[tuple[str, int, str], FunctionRecord] = {}
         self.configs: list[ConfigValue] = []
         self._open: dict[int, dict[str, Observed]] = {}  # id(frame) -> the call awaiting its return
         self._module_globals: dict[int, dict[str, Any]] = {}
@@ -126,7 +142,7 @@ class Recorder:
             self.configs += [ConfigValue(n, v, given=False) for n, v in config_ints(dict(module_globals), depth=3)]
 
     def records(self) -> list[FunctionRecord]:
-        return [record for record in self.functions.values() if record is not None and record.calls]
+        return [record for record in self._by_place.values() if record.calls]
 
     def _record_for(self, frame: FrameType) -> FunctionRecord | None:
         code = frame.f_code
@@ -134,7 +150,10 @@ class Recorder:
             return None
         self._module_globals.setdefault(id(frame.f_globals), frame.f_globals)
         count = code.co_argcount + code.co_kwonlyargcount
-        return FunctionRecord(code.co_filename, code.co_firstlineno, code.co_name, code.co_varnames[:count])
+        place = (code.co_filename, code.co_firstlineno, code.co_name)
+        if place not in self._by_place:
+            self._by_place[place] = FunctionRecord(*place, params=code.co_varnames[:count])
+        return self._by_place[place]
 
     def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
         try:
