@@ -477,7 +477,7 @@ def main(argv: list[str], prog: str = "rax annotate") -> int:
     parser.add_argument("--write", action="store_true", help="write the annotations into the files")
     parser.add_argument("--check", action="store_true", help="exit 1 if any annotation would be added")
     parser.add_argument("--max-calls", type=int, default=DEFAULT_MAX_CALLS, metavar="N",
-                        help=f"record each function's first N calls (default {DEFAULT_MAX_CALLS})")
+                        help=f"record up to N calls with distinct shapes per function (default {DEFAULT_MAX_CALLS})")
     options, script, module, args = split_run_argv(argv, {"--max-calls"})
     ns = parser.parse_args(options)
     if script is None and module is None:

@@ -4,8 +4,9 @@ integers that could name a dimension (config values).
 
 A `sys.setprofile` hook sees each call with its frame's arguments and each return with its
 value. Jitted functions are seen while JAX traces them, with tracers that carry shapes and
-dtypes, so recording compiles nothing. Each function is recorded for its first `max_calls`
-calls; past that a call costs one dictionary lookup.
+dtypes, so recording compiles nothing. Each function is recorded until it showed `max_calls`
+distinct signatures (a repeated one does not count: a later run, sampling after training, still
+adds its shapes); past that a call costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -63,14 +64,15 @@ def describe(value: Any) -> Observed:
 
 @dataclass(eq=False)  # one per code object: compared and hashed by identity
 class FunctionRecord:
-    """The calls seen of one function of the user's: per call, each parameter's observation and
-    the return's (under "return")."""
+    """The calls seen of one function of the user's, each distinct one once: per call, each
+    parameter's observation and the return's (under "return")."""
 
     filename: str
     firstlineno: int
     name: str
     params: tuple[str, ...]
     calls: list[dict[str, Observed]] = field(default_factory=list)
+    signatures: set[tuple] = field(default_factory=set, repr=False)  # the calls recorded, as keys
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class Recorder:
         # One record per def: a file run as __main__ and imported again has two code objects per def.
         self._by_place: dict[tuple[str, int, str], FunctionRecord] = {}
         self.configs: list[ConfigValue] = []
-        self._open: dict[int, dict[str, Observed]] = {}  # id(frame) -> the call awaiting its return
+        self._open: dict[int, tuple[FunctionRecord, dict[str, Observed]]] = {}  # id(frame) -> call awaiting return
+        self._config_objects: set[int] = set()
         self._module_globals: dict[int, dict[str, Any]] = {}
 
     def __enter__(self) -> "Recorder":
@@ -173,13 +176,20 @@ class Recorder:
             values = frame.f_locals
             call = {name: describe(values.get(name)) for name in record.params}
             for name in record.params:
-                self.configs += [ConfigValue(n, v, given=True) for n, v in config_ints(values.get(name))]
+                value = values.get(name)
+                if id(value) not in self._config_objects:  # a config passed at every call is read once
+                    self._config_objects.add(id(value))
+                    self.configs += [ConfigValue(n, v, given=True) for n, v in config_ints(value)]
             record.calls.append(call)
-            self._open[id(frame)] = call
+            self._open[id(frame)] = (record, call)
         elif event == _RETURN:
-            call = self._open.pop(id(frame), None)
-            if call is not None:
+            record, call = self._open.pop(id(frame), (None, None))
+            if record is not None:
                 call[_RETURN] = describe(arg)
+                signature = tuple(call.items())
+                if signature in record.signatures:  # seen before: only new shapes count towards max_calls
+                    record.calls.remove(call)
+                record.signatures.add(signature)
 
 
 def user_file_filter(roots: tuple[str, ...]) -> Callable[[str], bool]:

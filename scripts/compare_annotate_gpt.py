@@ -1,6 +1,6 @@
 """`rax annotate` on gpt/ with its annotations removed, against gpt/'s own annotations.
 
-    python scripts/compare_annotate_gpt.py [--keep DIR] [train.py's --key=value ...]
+    python scripts/compare_annotate_gpt.py [--timing] [--keep DIR] [train.py's --key=value ...]
 
 Copies gpt/ and config/train_tiny.py to a temporary directory, removes every jaxtyping
 annotation from the parameters and returns of gpt/'s functions (programmatically: the source text
@@ -13,7 +13,8 @@ few iterations), and compares the inferred annotations with gpt/'s, dimension by
 - missed: no inferred annotation there (the run never called the function, or the argument was
   not an array).
 
-Only gpt/'s named dimensions count (not `_`, `...`, literals, nor PRNGKeyArray).
+Only gpt/'s named dimensions count (not `_`, `...`, literals, nor PRNGKeyArray). `--timing`
+first measures what recording costs: train.py under `rax annotate` against `rax run`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -128,7 +130,9 @@ def is_named(dim: str) -> bool:
     return dim.isidentifier() and dim != "_"
 
 
-def compare(reference: dict, inferred: dict) -> tuple[Counter, dict[str, Counter], list[str]]:
+def compare(reference: dict, inferred: dict) -> tuple[Counter, dict[str, Counter], list[str], list[str]]:
+    """The verdict counts, gpt/'s names -> the inferred ones, the functions with missed dims, and
+    each dim named differently."""
     pairs = [(dim, inferred.get(key)) for key, dim in reference.items() if is_named(dim)]
     renaming: dict[str, Counter] = defaultdict(Counter)
     for ref, ours in pairs:
@@ -136,15 +140,23 @@ def compare(reference: dict, inferred: dict) -> tuple[Counter, dict[str, Counter
             renaming[ref][ours] += 1
     best = {ref: names.most_common(1)[0][0] for ref, names in renaming.items()}
     counts: Counter = Counter()
-    for ref, ours in pairs:
-        counts["missed" if ours is None else "matched" if ours == best.get(ref) else "named differently"] += 1
+    different = []
+    for key, ref in reference.items():
+        ours = inferred.get(key)
+        if is_named(ref):
+            verdict = "missed" if ours is None else "matched" if ours == best.get(ref) else "named differently"
+            counts[verdict] += 1
+            if verdict == "named differently":
+                different.append(f"{key[0]} {key[1]} axis {key[3]}: {ref} -> {ours}")
     missed_functions = sorted({key[0] for key, dim in reference.items() if is_named(dim) and key not in inferred})
-    return counts, renaming, missed_functions
+    return counts, renaming, missed_functions, different
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", metavar="DIR", help="work in DIR (kept) instead of a temporary directory")
+    parser.add_argument("--timing", action="store_true",
+                        help="first time train.py under `rax annotate` against `rax run` (the recording's cost)")
     ns, extra = parser.parse_known_args()
     work = Path(ns.keep or tempfile.mkdtemp(prefix="rax-annotate-gpt-"))
     shutil.copytree(ROOT / "gpt", work / "gpt", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
@@ -152,18 +164,29 @@ def main() -> int:
     shutil.copy(ROOT / "config" / "train_tiny.py", work / "config")
     stripped = sum(strip(work / "gpt" / name) for name in FILES)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    rax = "import sys; from raximport.cli import main; sys.exit(main())"
-    command = [sys.executable, "-c", rax, "annotate", "--write", "gpt/train.py", "config/train_tiny.py",
-               f"--out_dir={work / 'out'}", *RUN_ARGS, *extra,
-               "--then", "gpt/sample.py", f"--out_dir={work / 'out'}", *SAMPLE_ARGS]
-    done = subprocess.run(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rax = [sys.executable, "-c", "import sys; from raximport.cli import main; sys.exit(main())"]
+    train = ["gpt/train.py", "config/train_tiny.py", f"--out_dir={work / 'out'}", *RUN_ARGS, *extra]
+
+    def timed(command: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return time.perf_counter() - start, done
+
+    if ns.timing:
+        run_s, _ = timed([*rax, "run", *train])
+        annotate_s, _ = timed([*rax, "annotate", *train])
+        print(f"recording cost: rax annotate {annotate_s:.1f} s / rax run {run_s:.1f} s = {annotate_s / run_s:.2f}x "
+              f"(train.py, the stripped copy, wall time of the whole process)")
+    command = [*rax, "annotate", "--write", *train, "--then", "gpt/sample.py", f"--out_dir={work / 'out'}",
+               *SAMPLE_ARGS]
+    _, done = timed(command)
     print(f"stripped {stripped} annotations; ran: rax {' '.join(command[3:])} (status {done.returncode})")
     print("\n".join(line for line in done.stderr.splitlines() if line.startswith(("  ", "rax annotate"))))
     reference, inferred = {}, {}
     for name in FILES:
         reference |= slots(ROOT / "gpt" / name)
         inferred |= slots(work / "gpt" / name)
-    counts, renaming, missed = compare(reference, inferred)
+    counts, renaming, missed, different = compare(reference, inferred)
     total = sum(counts.values())
     print(f"\n| gpt/'s named dims | matched | named differently | missed |\n| --- | --- | --- | --- |")
     print(f"| {total} | {counts['matched']} | {counts['named differently']} | {counts['missed']} |")
@@ -171,6 +194,7 @@ def main() -> int:
     for ref, names in sorted(renaming.items()):
         print(f"  {ref:10} -> " + ", ".join(f"{n} ({c})" for n, c in names.most_common()))
     print("functions with missed dims: " + ", ".join(missed))
+    print("named differently:\n  " + "\n  ".join(different))
     if not ns.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if done.returncode == 0 else 1
