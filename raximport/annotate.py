@@ -173,8 +173,6 @@ def name_dims(sites: list[Site], configs: list[ConfigValue]) -> Naming:
         for slot in group:
             naming.dims[slot] = name
     _demote_conflicts(slots, naming)
-    used = set(naming.dims.values())
-    naming.meaning = {name: why for name, why in naming.meaning.items() if name in used}
     return naming
 
 
@@ -388,6 +386,7 @@ def annotate(records: list[FunctionRecord], configs: list[ConfigValue]) -> Resul
         by_file[record.filename].append(record)
     changed: dict[str, tuple[str, str]] = {}
     annotated = 0
+    shown: set[str] = set()  # the dimension names the annotations use
     for path, file_records in by_file.items():
         source = SourceFile(path)
         edits: list[Edit] = []
@@ -402,9 +401,12 @@ def annotate(records: list[FunctionRecord], configs: list[ConfigValue]) -> Resul
                 annotated += 1
                 edits += function_edits.values()
                 needed = needed.union(*(annotations[key][1] for key in function_edits))
+                shown |= {dim for key in function_edits for dims in re.findall(r'"([^"]*)"', annotations[key][0])
+                          for dim in dims.split()}
         if edits:
             import_edit = source.import_edit(needed)
             changed[path] = (source.text, apply_edits(source.text, edits + ([import_edit] if import_edit else [])))
+    naming.meaning = {name: why for name, why in naming.meaning.items() if name in shown}
     return Result(changed, naming, annotated)
 
 
