@@ -1,8 +1,10 @@
 """`rax annotate SCRIPT [ARGS...]`: jaxtyping annotations inferred from one run of the script.
 
-shape_record.py records the arrays each of the user's functions took and returned; here each
-axis of each of them (a slot) gets a dimension name, and the annotations are written into the
-source text at their positions (the file's own formatting kept), with the jaxtyping import added.
+shape_record.py records the arrays each of the user's functions took and returned, and the array
+fields of the user's dataclasses and modules they were given; here each axis of each of them (a
+slot) gets a dimension name, and the annotations are written into the source text at their
+positions (the file's own formatting kept), with the jaxtyping import added. A field is rewritten
+only where it is annotated with a bare array type (`weight: jax.Array`).
 
 Naming, strongest rule first: the leading axis shared by a call's data arguments, and any leading
 axis of those sizes, is `batch`; a size that never varied and equals exactly one config value
@@ -33,6 +35,7 @@ DEFAULT_MAX_CALLS = 16
 THEN = "--then"  # separates the runs of one `rax annotate`
 RETURN = "return"
 SELF_NAMES = ("self", "cls")
+BARE_ARRAY_TYPES = ("jax.Array", "Array", "jnp.ndarray", "jax.numpy.ndarray", "np.ndarray", "numpy.ndarray")
 # Config names that say "a size": a count of something an axis runs over.
 _SIZE_NAME = re.compile(
     r"size|dim|embd|embed|vocab|hidden|width|head|class|feature|channel|len|units|latent|token|seq|context|"
@@ -55,7 +58,8 @@ class Site:
             value = call.get(self.key, _MISSING)
             if self.index is not None:
                 value = value[self.index] if isinstance(value, tuple) else _MISSING
-            if value is not _MISSING and not (self.key == RETURN and value is None):  # None: maybe a raise
+            # None returned may be a raise; a None field, an instance equinox built to filter a module
+            if value is not _MISSING and not (value is None and (self.key == RETURN or self.record.is_class)):
                 out.append((number, value))
         return out
 
@@ -82,6 +86,8 @@ def _is_key(info: ArrayInfo) -> bool:
 def annotatable_sites(record: FunctionRecord) -> list[Site]:
     """The sites whose every observation is an array of one rank (None allowed for a parameter)."""
     sites = [Site(record, name) for name in record.params if name not in SELF_NAMES]
+    if record.is_class:
+        return [site for site in sites if _uniform(site)]
     returns = [call[RETURN] for call in record.calls if call.get(RETURN) is not None]
     lengths = {len(r) if isinstance(r, tuple) else None for r in returns}
     if len(lengths) == 1 and (length := lengths.pop()) is not None:
@@ -126,7 +132,7 @@ def batch_sizes(sites: list[Site], values: dict[str, int]) -> set[int]:
     sizes = {values["batch_size"]} if values.get("batch_size", 0) > 1 else set()
     by_call: dict[tuple[int, int], list[int]] = defaultdict(list)
     for site in sites:
-        if site.key == RETURN:
+        if site.key == RETURN or site.record.is_class:
             continue
         for number, info in site.arrays():
             if info.shape and not _is_key(info):
@@ -154,7 +160,7 @@ def name_dims(sites: list[Site], configs: list[ConfigValue]) -> Naming:
     varied: dict[frozenset[int], list[Slot]] = defaultdict(list)
     for slot in slots:
         sizes = {size for _, size in slot.sizes()}
-        if slot.axis == 0 and sizes <= batch:
+        if slot.axis == 0 and sizes <= batch and not slot.site.record.is_class:  # a module's weights are no batch
             naming.dims[slot] = "batch"
         elif len(sizes) > 1:
             varied[frozenset(sizes)].append(slot)
@@ -294,6 +300,28 @@ class SourceFile:
                     return node
         return None
 
+    def find_class(self, qualname: str) -> ast.ClassDef | None:
+        body: list[ast.stmt] = self.tree.body
+        node = None
+        for name in qualname.split("."):
+            node = next((n for n in body if isinstance(n, ast.ClassDef) and n.name == name), None)
+            if node is None:
+                return None
+            body = node.body
+        return node
+
+    def field_edits(self, node: ast.ClassDef, annotations: dict[str, str]) -> dict[str, Edit]:
+        """`weight: jax.Array` -> `weight: Float[Array, "out in"]`: only fields annotated with a
+        bare array type are rewritten."""
+        edits = {}
+        for stmt in node.body:
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and stmt.target.id in annotations and ast.unparse(stmt.annotation) in BARE_ARRAY_TYPES):
+                start = self.position(stmt.annotation.lineno, stmt.annotation.col_offset)
+                end = self.position(stmt.annotation.end_lineno, stmt.annotation.end_col_offset)  # type: ignore[arg-type]
+                edits[stmt.target.id] = Edit(start, end, annotations[stmt.target.id])
+        return edits
+
     def numpy_alias(self) -> str | None:
         for node in self.tree.body:
             if isinstance(node, ast.Import):
@@ -374,7 +402,7 @@ class Result:
 
     changed: dict[str, tuple[str, str]]
     naming: Naming
-    annotated: int  # functions given at least one annotation
+    annotated: int  # functions and classes given at least one annotation
 
 
 def annotate(records: list[FunctionRecord], configs: list[ConfigValue]) -> Result:
@@ -392,11 +420,13 @@ def annotate(records: list[FunctionRecord], configs: list[ConfigValue]) -> Resul
         edits: list[Edit] = []
         needed: set[str] = set()
         for record in file_records:
-            node = source.find_def(record.name, record.firstlineno)
+            node = source.find_class(record.name) if record.is_class else source.find_def(record.name, record.firstlineno)
             if node is None:
                 continue
             annotations = function_annotations(by_record[id(record)], naming, source.numpy_alias())
-            function_edits = source.def_edits(node, {key: text for key, (text, _) in annotations.items()})
+            texts = {key: text for key, (text, _) in annotations.items()}
+            function_edits = source.field_edits(node, texts) if isinstance(node, ast.ClassDef) else \
+                source.def_edits(node, texts)
             if function_edits:
                 annotated += 1
                 edits += function_edits.values()
@@ -498,6 +528,6 @@ def main(argv: list[str], prog: str = "rax annotate") -> int:
     if ns.write:
         for path, (_, new) in result.changed.items():
             Path(path).write_text(new, encoding="utf-8", newline="")
-    sys.stderr.write(f"rax annotate: {result.annotated} functions in {len(result.changed)} files"
+    sys.stderr.write(f"rax annotate: {result.annotated} functions and classes in {len(result.changed)} files"
                      f"{' annotated' if ns.write else ' to annotate'}\n")
     return 1 if ns.check and result.changed else 0

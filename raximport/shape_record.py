@@ -62,17 +62,32 @@ def describe(value: Any) -> Observed:
     return OTHER
 
 
-@dataclass(eq=False)  # one per code object: compared and hashed by identity
+@dataclass(eq=False)  # one per def: compared and hashed by identity
 class FunctionRecord:
     """The calls seen of one function of the user's, each distinct one once: per call, each
-    parameter's observation and the return's (under "return")."""
+    parameter's observation and the return's (under "return"). For a class of the user's (a
+    dataclass, an equinox or flax module, a NamedTuple), `params` are its fields and `calls` the
+    distinct instances its functions were given."""
 
     filename: str
-    firstlineno: int
-    name: str
+    firstlineno: int  # 0 for a class
+    name: str  # a class's qualified name
     params: tuple[str, ...]
     calls: list[dict[str, Observed]] = field(default_factory=list)
     signatures: set[tuple] = field(default_factory=set, repr=False)  # the calls recorded, as keys
+
+    @property
+    def is_class(self) -> bool:
+        return self.firstlineno == 0
+
+
+def field_names(value: Any) -> tuple[str, ...] | None:
+    """The fields of a dataclass instance (equinox and flax modules are dataclasses) or a NamedTuple."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return tuple(f.name for f in dataclasses.fields(value))
+    if isinstance(value, tuple) and hasattr(type(value), "_fields"):
+        return tuple(type(value)._fields)
+    return None
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,7 @@ class Recorder:
         self._open: dict[int, tuple[FunctionRecord, dict[str, Observed]]] = {}  # id(frame) -> call awaiting return
         self._config_objects: set[int] = set()
         self._module_globals: dict[int, dict[str, Any]] = {}
+        self._classes: dict[type, FunctionRecord | None] = {}
 
     def __enter__(self) -> "Recorder":
         sys.setprofile(self._profile)
@@ -158,6 +174,28 @@ class Recorder:
             self._by_place[place] = FunctionRecord(*place, params=code.co_varnames[:count])
         return self._by_place[place]
 
+    def _class_record(self, value: Any) -> FunctionRecord | None:
+        cls = type(value)
+        fields = field_names(value)
+        filename = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        if fields is None or not filename or not self.is_ours(filename) or "<locals>" in cls.__qualname__:
+            return None
+        place = (filename, 0, cls.__qualname__)
+        return self._by_place.setdefault(place, FunctionRecord(*place, params=fields))
+
+    def _observe_instance(self, value: Any) -> None:
+        """The array fields of an instance of one of the user's classes, once per distinct shapes."""
+        record = self._classes.get(type(value), False)
+        if record is False:
+            record = self._classes[type(value)] = self._class_record(value)
+        if record is None or len(record.calls) >= self.max_calls:
+            return
+        fields = {name: describe(getattr(value, name, None)) for name in record.params}
+        signature = tuple(fields.items())
+        if signature not in record.signatures:
+            record.signatures.add(signature)
+            record.calls.append(fields)
+
     def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
         try:
             self._observe(frame, event, arg)
@@ -177,6 +215,7 @@ class Recorder:
             call = {name: describe(values.get(name)) for name in record.params}
             for name in record.params:
                 value = values.get(name)
+                self._observe_instance(value)
                 if id(value) not in self._config_objects:  # a config passed at every call is read once
                     self._config_objects.add(id(value))
                     self.configs += [ConfigValue(n, v, given=True) for n, v in config_ints(value)]

@@ -342,13 +342,15 @@ EQUINOX = '''
 @pytest.mark.parametrize("source, expected", [
     (FLAX, ['+    def __call__(self, x: Float[Array, "batch n_features"]) -> Float[Array, "batch n_classes"]:',
             '+def loss_fn(params, x: Float[Array, "batch n_features"], labels: Int[Array, "batch"]) -> Float[Array, ""]:']),
-    (EQUINOX, ['+    def __init__(self, in_size, out_size, key: PRNGKeyArray):',
+    (EQUINOX, ['+    weight: Float[Array, "out_size in_size"]', '+    bias: Float[Array, "out_size"]',
+               '+    def __init__(self, in_size, out_size, key: PRNGKeyArray):',
                '+    def __call__(self, x: Float[Array, "in_size"]) -> Float[Array, "out_size"]:',
                '+def loss_fn(model, x: Float[Array, "batch in_size"], y: Float[Array, "batch out_size"]) -> Float[Array, ""]:']),
 ], ids=["flax", "equinox"])
 def test_annotate_flax_and_equinox_scripts(tmp_path: Path, run_python, source: str, expected: list[str]) -> None:
     """A linen module's __call__ (seen inside apply, under jit) and an equinox module's (under
-    vmap: one example), sizes named after the module's fields; the annotated scripts run the same."""
+    vmap: one example) and its array fields (`weight: jax.Array`), sizes named after the config;
+    the annotated scripts run the same, plain and under raximport."""
     write(tmp_path / "script.py", source)
     written = run_python("-c", RAX, "annotate", "--write", "script.py", cwd=tmp_path)
     assert written.returncode == 0, written.stderr
