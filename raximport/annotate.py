@@ -482,7 +482,8 @@ def record_runs(runs: list[Run], max_calls: int) -> tuple[Recorder, list[int]]:
         with redirect_stdout(sys.stderr), recorder:
             for script, module, args in runs:
                 try:
-                    statuses.append(run_module(module, args, config) if module else run_path(script, args, config))  # type: ignore[arg-type]
+                    status = run_module(module, args, config) if module else run_path(script, args, config)  # type: ignore[arg-type]
+                    statuses.append(status)
                 except SystemExit as exc:
                     statuses.append(exc.code if isinstance(exc.code, int) else 1)
     finally:

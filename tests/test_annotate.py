@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raximport.annotate import Naming, SourceFile, Site, Slot, annotate, name_dims
+from raximport.annotate import Naming, SourceFile, Site, Slot, annotate, name_dims, split_runs
 from raximport.shape_record import OTHER, ArrayInfo, ConfigValue, FunctionRecord, Recorder
 from tests.helpers import write
 
@@ -163,6 +163,24 @@ def test_recorder_sees_jitted_functions_at_trace_time_and_config_fields(tmp_path
     assert by_name["forward"].calls[0]["return"] == f32(4)
     assert {(c.name, c.value) for c in recorder.configs if c.given} >= {("width", 5), ("hidden_size", 10)}
     assert isinstance(jax.numpy.ones(1), jax.Array)
+
+
+def test_the_recorders_own_failure_stops_recording_not_the_program() -> None:
+    def is_ours(filename: str) -> bool:
+        raise RuntimeError("broken filter")
+
+    def user_code() -> int:
+        return sum(range(4))
+
+    with Recorder(is_ours, max_calls=2) as recorder:
+        assert user_code() == 6
+    assert isinstance(recorder.failure, RuntimeError) and recorder.records() == []
+
+
+def test_then_separates_runs() -> None:
+    assert split_runs(["cfg.py", "--x=1", "--then", "sample.py", "--n=2", "--then", "-m", "pkg.eval", "a"]) == (
+        ["cfg.py", "--x=1"], [("sample.py", None, ["--n=2"]), (None, "pkg.eval", ["a"])]
+    )
 
 
 # ------------------------------------------------------------------------------ end to end
