@@ -155,12 +155,12 @@ def name_dims(sites: list[Site], configs: list[ConfigValue]) -> Naming:
     values = config_values(configs)
     batch = batch_sizes(sites, values)
     by_config = config_names(values)
-    slots = [Slot(site, axis) for site in sites if not any(_is_key(a) for _, a in site.arrays())
-             for axis in range(len(site.arrays()[0][1].shape))]
+    slots = [Slot(site, axis) for site in sites for axis in range(len(site.arrays()[0][1].shape))]
     varied: dict[frozenset[int], list[Slot]] = defaultdict(list)
     for slot in slots:
         sizes = {size for _, size in slot.sizes()}
-        if slot.axis == 0 and sizes <= batch and not slot.site.record.is_class:  # a module's weights are no batch
+        data = not (slot.site.record.is_class or _is_key(slot.site.arrays()[0][1]))  # not a module's weights, keys
+        if slot.axis == 0 and sizes <= batch and data:
             naming.dims[slot] = "batch"
         elif len(sizes) > 1:
             varied[frozenset(sizes)].append(slot)

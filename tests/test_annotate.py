@@ -37,13 +37,16 @@ def dims(naming: Naming, rec: FunctionRecord, key: str, rank: int, index: int | 
 def test_batch_config_names_and_literals() -> None:
     """x and y share their leading axis: batch. 16 is the config's block_size, 65 is nobody's."""
     loss = record("loss", ("x", "y"), {"x": f32(8, 16, 65), "y": i32(8, 16), "return": f32()})
-    head = record("head", ("h",), {"h": f32(8, 16, 65), "return": f32(8, 65)})
-    sites = [Site(loss, "x"), Site(loss, "y"), Site(loss, "return"), Site(head, "h"), Site(head, "return")]
+    head = record("head", ("h", "keys"), {"h": f32(8, 16, 65), "keys": ArrayInfo("key<fry>", (8,), False),
+                                          "return": f32(8, 65)})
+    sites = [Site(loss, "x"), Site(loss, "y"), Site(loss, "return"), Site(head, "h"), Site(head, "keys"),
+             Site(head, "return")]
     naming = name_dims(sites, [ConfigValue("block_size", 16, given=True), ConfigValue("max_iters", 65, given=True)])
     assert dims(naming, loss, "x", 3) == ["batch", "block_size", "65"]  # max_iters is not a size's name
     assert dims(naming, loss, "y", 2) == ["batch", "block_size"]
     assert dims(naming, head, "h", 3) == ["batch", "block_size", "65"]  # the same size, the same name
     assert dims(naming, loss, "return", 0) == []
+    assert dims(naming, head, "keys", 1) == ["8"]  # split keys: no batch
 
 
 def test_varied_sizes_are_named_and_two_sizes_never_share_a_name() -> None:
