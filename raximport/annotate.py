@@ -416,7 +416,11 @@ def annotate(records: list[FunctionRecord], configs: list[ConfigValue]) -> Resul
     annotated = 0
     shown: set[str] = set()  # the dimension names the annotations use
     for path, file_records in by_file.items():
-        source = SourceFile(path)
+        try:
+            source = SourceFile(path)
+        except (OSError, SyntaxError, UnicodeDecodeError) as exc:  # gone, or changed, since it ran
+            sys.stderr.write(f"rax annotate: {path} left alone ({type(exc).__name__}: {exc})\n")
+            continue
         edits: list[Edit] = []
         needed: set[str] = set()
         for record in file_records:
