@@ -92,9 +92,9 @@ def field_names(value: Any) -> tuple[str, ...] | None:
 
 @dataclass(frozen=True)
 class ConfigValue:
-    """An integer the user named: a module global, or a field of a config the code was given
-    (a dataclass, an argparse namespace, a dict). `given` (passed to a function) outranks a
-    module global, which may be a default the run overrode."""
+    """An integer the user named: a module global, or a field of a config the code was given or
+    returned (a dataclass, an argparse namespace, a dict). `given` (seen passing through a call)
+    outranks a module global, which may be a default the run overrode."""
 
     name: str
     value: int
@@ -145,9 +145,8 @@ class Recorder:
         self.functions: dict[CodeType, FunctionRecord | None] = {}
         # One record per def: a file run as __main__ and imported again has two code objects per def.
         self._by_place: dict[tuple[str, int, str], FunctionRecord] = {}
-        self.configs: list[ConfigValue] = []
+        self._configs: dict[ConfigValue, None] = {}  # an ordered set
         self._open: dict[int, tuple[FunctionRecord, dict[str, Observed]]] = {}  # id(frame) -> call awaiting return
-        self._config_objects: set[int] = set()
         self._module_globals: dict[int, dict[str, Any]] = {}
         self._classes: dict[type, FunctionRecord | None] = {}
 
@@ -158,7 +157,8 @@ class Recorder:
     def __exit__(self, *exc: object) -> None:
         sys.setprofile(None)
         for module_globals in self._module_globals.values():
-            self.configs += [ConfigValue(n, v, given=False) for n, v in config_ints(dict(module_globals), depth=3)]
+            self._configs.update(dict.fromkeys(ConfigValue(n, v, given=False)
+                                               for n, v in config_ints(dict(module_globals), depth=3)))
 
     def records(self) -> list[FunctionRecord]:
         return [record for record in self._by_place.values() if record.calls]
@@ -196,6 +196,19 @@ class Recorder:
             record.signatures.add(signature)
             record.calls.append(fields)
 
+    def _read_config(self, value: Any) -> None:
+        """The named integers of a config the user's code was given or returned (parse_config's
+        dict); one seen again moves to the end (the last seen is the run's own)."""
+        for name, number in config_ints(value):
+            found = ConfigValue(name, number, given=True)
+            self._configs.pop(found, None)
+            self._configs[found] = None
+
+    @property
+    def configs(self) -> list[ConfigValue]:
+        """The config values in the order last seen, module globals (read at exit) last."""
+        return list(self._configs)
+
     def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
         try:
             self._observe(frame, event, arg)
@@ -216,15 +229,14 @@ class Recorder:
             for name in record.params:
                 value = values.get(name)
                 self._observe_instance(value)
-                if id(value) not in self._config_objects:  # a config passed at every call is read once
-                    self._config_objects.add(id(value))
-                    self.configs += [ConfigValue(n, v, given=True) for n, v in config_ints(value)]
+                self._read_config(value)
             record.calls.append(call)
             self._open[id(frame)] = (record, call)
         elif event == _RETURN:
             record, call = self._open.pop(id(frame), (None, None))
             if record is not None:
                 call[_RETURN] = describe(arg)
+                self._read_config(arg)
                 signature = tuple(call.items())
                 if signature in record.signatures:  # seen before: only new shapes count towards max_calls
                     record.calls.remove(call)
