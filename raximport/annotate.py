@@ -485,6 +485,7 @@ def record_runs(runs: list[Run], max_calls: int) -> tuple[Recorder, list[int]]:
     try:
         with redirect_stdout(sys.stderr), recorder:
             for script, module, args in runs:
+                recorder.arm()
                 try:
                     status = run_module(module, args, config) if module else run_path(script, args, config)  # type: ignore[arg-type]
                     statuses.append(status)

@@ -6,7 +6,8 @@ A `sys.setprofile` hook sees each call with its frame's arguments and each retur
 value. Jitted functions are seen while JAX traces them, with tracers that carry shapes and
 dtypes, so recording compiles nothing. Each function is recorded until it showed `max_calls`
 distinct signatures (a repeated one does not count: a later run, sampling after training, still
-adds its shapes); past that a call costs one dictionary lookup.
+adds its shapes). Once QUIET_CALLS calls of the user's functions in a row showed nothing new (a
+training loop repeating its steps), the hook is removed: the rest of the run is at full speed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from raximport.provenance import is_user_file
 # Generators, coroutines and async generators: their 'return' events are yields, not returns.
 _RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _RETURN = "return"
+QUIET_CALLS = 1000
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,17 @@ class Recorder:
         self._open: dict[int, tuple[FunctionRecord, dict[str, Observed]]] = {}  # id(frame) -> call awaiting return
         self._module_globals: dict[int, dict[str, Any]] = {}
         self._classes: dict[type, FunctionRecord | None] = {}
+        self._quiet = 0  # calls of the user's functions since one last showed new shapes
 
     def __enter__(self) -> "Recorder":
-        sys.setprofile(self._profile)
+        self.arm()
         return self
+
+    def arm(self) -> None:
+        """(Re)install the hook, for a run (`--then`: each run may call new functions)."""
+        self._quiet = 0
+        if self.failure is None:
+            sys.setprofile(self._profile)
 
     def __exit__(self, *exc: object) -> None:
         sys.setprofile(None)
@@ -222,7 +231,10 @@ class Recorder:
             record = self.functions.get(code, False)
             if record is False:
                 record = self.functions[code] = self._record_for(frame)
-            if record is None or len(record.calls) >= self.max_calls:
+            if record is None:
+                return
+            if len(record.calls) >= self.max_calls:
+                self._hush()
                 return
             values = frame.f_locals
             call = {name: describe(values.get(name)) for name in record.params}
@@ -240,7 +252,17 @@ class Recorder:
                 signature = tuple(call.items())
                 if signature in record.signatures:  # seen before: only new shapes count towards max_calls
                     record.calls.remove(call)
-                record.signatures.add(signature)
+                    self._hush()
+                else:
+                    record.signatures.add(signature)
+                    self._quiet = 0
+
+    def _hush(self) -> None:
+        """One more call with nothing new; after QUIET_CALLS of them in a row (a loop repeating
+        the steps already recorded) the hook is removed, and the run goes on at full speed."""
+        self._quiet += 1
+        if self._quiet >= QUIET_CALLS:
+            sys.setprofile(None)
 
 
 def user_file_filter(roots: tuple[str, ...]) -> Callable[[str], bool]:

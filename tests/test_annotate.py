@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -178,6 +179,32 @@ def test_the_recorders_own_failure_stops_recording_not_the_program() -> None:
     with Recorder(is_ours, max_calls=2) as recorder:
         assert user_code() == 6
     assert isinstance(recorder.failure, RuntimeError) and recorder.records() == []
+
+
+def test_recording_stops_once_a_loop_shows_nothing_new(tmp_path: Path) -> None:
+    """A loop repeating the shapes already seen removes the hook after QUIET_CALLS calls: the
+    rest of the run is at full speed, and a function first called after that is not recorded."""
+    import numpy as np
+
+    from raximport.shape_record import QUIET_CALLS
+
+    path = write(tmp_path / "loop.py", """
+        def step(x):
+            return x
+
+
+        def later(x):
+            return x
+    """)
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    with Recorder(lambda filename: filename == str(path), max_calls=4) as recorder:
+        for i in range(QUIET_CALLS + 2):
+            namespace["step"](np.zeros(i % 2 + 1))
+        hook_after_loop = sys.getprofile()
+        namespace["later"](np.zeros(3))
+    assert hook_after_loop is None
+    assert [r.name for r in recorder.records()] == ["step"] and len(recorder.records()[0].calls) == 2
 
 
 def test_then_separates_runs() -> None:
