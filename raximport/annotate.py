@@ -460,9 +460,12 @@ def split_runs(args: list[str]) -> tuple[list[str], list[Run]]:
     """`script a b --then other.py c --then -m mod d` -> the first script's arguments, the later runs."""
     from raximport.cli import split_run_argv
 
-    segments = [[]]  # type: list[list[str]]
+    segments: list[list[str]] = [[]]
     for token in args:
-        segments.append([]) if token == THEN else segments[-1].append(token)
+        if token == THEN:
+            segments.append([])
+        else:
+            segments[-1].append(token)
     later = []
     for segment in segments[1:]:
         _, script, module, rest = split_run_argv(segment, set())
@@ -485,7 +488,7 @@ def record_runs(runs: list[Run], max_calls: int) -> tuple[Recorder, list[int]]:
     try:
         with redirect_stdout(sys.stderr), recorder:
             for script, module, args in runs:
-                recorder.arm()
+                recorder.arm()  # again for each run: the hook may have removed itself in the last one
                 try:
                     status = run_module(module, args, config) if module else run_path(script, args, config)  # type: ignore[arg-type]
                     statuses.append(status)
@@ -508,12 +511,14 @@ annotations cover the calls of both.
 
 
 def main(argv: list[str], prog: str = "rax annotate") -> int:
+    """`rax annotate`: record the runs, print the diff (or write it), say how each name was chosen."""
     from raximport.cli import split_run_argv
 
     parser = argparse.ArgumentParser(prog=prog, usage=USAGE, description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--write", action="store_true", help="write the annotations into the files")
-    parser.add_argument("--check", action="store_true", help="exit 1 if any annotation would be added")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write the annotations into the files")
+    mode.add_argument("--check", action="store_true", help="exit 1 if any annotation would be added")
     parser.add_argument("--max-calls", type=int, default=DEFAULT_MAX_CALLS, metavar="N",
                         help=f"record up to N calls with distinct shapes per function (default {DEFAULT_MAX_CALLS})")
     options, script, module, args = split_run_argv(argv, {"--max-calls"})
