@@ -20,9 +20,6 @@ from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any, Callable, Iterator
 
-import jax
-import numpy as np
-
 from raximport.provenance import is_user_file
 
 # Generators, coroutines and async generators: their 'return' events are yields, not returns.
@@ -52,12 +49,16 @@ Observed = Any  # ArrayInfo | None | OTHER | tuple[Observed, ...]
 
 
 def describe(value: Any) -> Observed:
-    """`value` as recorded: arrays by dtype and shape, tuples element by element."""
+    """`value` as recorded: arrays by dtype and shape, tuples element by element. JAX and numpy
+    are looked up, never imported: before the script imports them no value can be their array,
+    and `rax annotate` must not start JAX before the hook has set up its compilation cache."""
     if value is None:
         return None
-    if isinstance(value, jax.Array):
+    jax_array = getattr(sys.modules.get("jax"), "Array", None)
+    numpy_array = getattr(sys.modules.get("numpy"), "ndarray", None)
+    if jax_array is not None and isinstance(value, jax_array):
         return ArrayInfo(str(value.dtype), tuple(int(n) for n in value.shape), numpy=False)
-    if isinstance(value, np.ndarray):
+    if numpy_array is not None and isinstance(value, numpy_array):
         return ArrayInfo(str(value.dtype), tuple(value.shape), numpy=True)
     if type(value) is tuple and 0 < len(value) <= 8:
         return tuple(describe(item) for item in value)
