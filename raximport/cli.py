@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"raximport {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run a script or -m module under raximport (as python -m raximport)", add_help=False)
+    commands.add_parser("annotate", help="run a script and print the jaxtyping annotations its arrays imply (a diff)",
+                        add_help=False)
     cache = commands.add_parser("cache", help="raximport's caches (rewritten modules, compiled XLA): info, clear",
                                 description=CACHE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     cache.add_argument("action", choices=["info", "clear"],
@@ -165,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
                             "(other programs may share it)")
     if argv[:1] == ["run"]:
         return run(argv[1:], prog="rax run")
+    if argv[:1] == ["annotate"]:
+        from raximport.annotate import main as annotate
+
+        return annotate(argv[1:])
     ns = parser.parse_args(argv)
     if ns.command == "cache":
         return cache_command(ns.action, ns.cache_dir, ns.include_user_xla_dir, cache)
