@@ -37,6 +37,8 @@ def bind(config: "Config", name: str) -> Callable[..., Any]:
     calls this in the module's prologue), so its options hold for every later call."""
     if name == "jit":
         return functools.partial(jit, config=config)
+    if name == "library_jit":
+        return functools.partial(library_jit, config=config)
     return functools.partial(autojit, config=config)
 
 
@@ -87,9 +89,39 @@ def static_parameters(jitted: Any) -> tuple[list[str], set[str]] | None:
 Churn = Callable[[list[tuple[str, Any, Any]]], bool]
 
 
+def library_jit(library_jit: Callable[..., Any], /, *, config: "Config | None" = None) -> Callable[..., Any]:
+    """A library's jit (`eqx.filter_jit`, `nnx.jit`: built on jax.jit, which traces the user's
+    function with the user's own arguments) made to watch its traces as `jit` does: checks,
+    recompilation reports, the memory check of each compiled signature, slow compiles. It returns
+    the library's own object; a callable that is not a plain function (an `eqx.Module` whose arrays
+    the library traces) is handed over as it is."""
+
+    @functools.wraps(library_jit)
+    def watched_library_jit(fun: Any = None, /, **options: Any) -> Any:
+        if fun is None:  # `@eqx.filter_jit(donate="all")`, `partial(nnx.jit, static_argnums=0)`
+            return functools.partial(watched_library_jit, **options)
+        if not inspect.isfunction(fun):
+            return library_jit(fun, **options)
+        if library_jit.__module__.startswith("flax."):  # nnx.jit re-lowers the step for the memory check
+            return library_jit(_watched(fun, config or default_config(), None, options, library_jit), **options)
+        # equinox's filter_jit would hold stand-ins static: the check re-lowers with jax.jit on
+        # arguments cut as filter_jit cuts them (memory.Step.trace), the same program
+        return library_jit(_watched(fun, config or default_config(), None, {}), **options)
+
+    return watched_library_jit
+
+
 def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **options: Any) -> Any:
     import jax
 
+    return jax.jit(_watched(fun, config, on_churn, options), **options)
+
+
+def _watched(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, options: dict[str, Any],
+             relower: Callable[..., Any] | None = None) -> Any:
+    """`fun` as a jit traces it: each trace is watched (checks run inside `fun`, the watch compares
+    signatures) and, traced from plain Python, its compiled program is memory-checked before it
+    runs. The memory check re-lowers with `relower` (default jax.jit) and its `options`."""
     from raximport.xla_cache import watch_cache_events, watch_compile_times
 
     watch_cache_events()  # count this run's persistent-cache hits from the first compile on
@@ -106,10 +138,10 @@ def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **op
         if config.memory_check and jax_internals.is_top_level_trace():
             from raximport import memory
 
-            memory.expect_compile(traced, fun, options, args, kwargs, config)
+            memory.expect_compile(traced, fun, options, args, kwargs, config, relower)
         return fun(*args, **kwargs)
 
-    return jax.jit(traced, **options)
+    return traced
 
 
 def _is_users(fun: Any) -> bool:
@@ -160,7 +192,9 @@ class _TraceWatch:
 
 
 def describe_call(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, tuple[str, Any]]:
-    """Each argument as ("traced", {path: aval string}) or ("static", value), by parameter name."""
+    """Each argument as ("traced", ({path: aval string}, {path: static part})) or ("static", value),
+    by parameter name. A traced argument's static parts are what jit holds static inside it: a
+    module's attributes that are not arrays (nnx), the leaves equinox's filter_jit does not trace."""
     import jax
 
     try:
@@ -170,40 +204,75 @@ def describe_call(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
     described: dict[str, tuple[str, Any]] = {}
     for name, value in bound.items():
         leaves = jax.tree_util.tree_leaves_with_path(value)
-        if leaves and all(isinstance(leaf, jax.core.Tracer) for _, leaf in leaves):
-            described[name] = ("traced", {jax.tree_util.keystr(path): str(leaf.aval) for path, leaf in leaves})
+        if any(isinstance(leaf, jax.core.Tracer) for _, leaf in leaves):  # all, but under filter_jit
+            avals = {jax.tree_util.keystr(path): str(leaf.aval) for path, leaf in leaves
+                     if isinstance(leaf, jax.core.Tracer)}
+            described[name] = ("traced", (avals, _static_parts(value)))
         else:
             described[name] = ("static", value)
     return described
 
 
+def _static_parts(value: Any, path: str = "") -> dict[str, Any]:
+    """The parts of a traced argument that jit holds static, by path: the attributes of a module
+    that are not arrays (an nnx.Optimizer's `.tx`), whose change recompiles as a static one does."""
+    import jax
+
+    if isinstance(value, jax.core.Tracer):
+        return {}
+    if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value)):
+        return {path: value}
+    if isinstance(value, dict):
+        children = [(f"[{key!r}]", child) for key, child in value.items()]
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):
+        children = [(f".{field}", child) for field, child in zip(value._fields, value)]
+    elif isinstance(value, (list, tuple)):
+        children = [(f"[{i}]", child) for i, child in enumerate(value)]
+    else:
+        children = [(f".{key}", child) for key, child in vars(value).items() if not key.startswith("_")] \
+            if hasattr(value, "__dict__") else []
+    return {part: static for step, child in children for part, static in _static_parts(child, path + step).items()}
+
+
 def explain_change(name: str, old: tuple[str, Any], new: tuple[str, Any]) -> tuple[str, str] | None:
     """(what changed, how to fix it) for one argument between two traces, or None."""
     if old[0] == new[0] == "traced":
-        for path, aval in new[1].items():
-            if old[1].get(path) != aval:
-                return (f"argument '{name}{path}' changed from {old[1].get(path)} to {aval}",
+        (old_avals, old_static), (new_avals, new_static) = old[1], new[1]
+        for path, aval in new_avals.items():
+            if old_avals.get(path) != aval:
+                return (f"argument '{name}{path}' changed from {old_avals.get(path)} to {aval}",
                         "keep input shapes fixed between calls (pad, or drop the last partial batch)")
+        for path, now in new_static.items():
+            if path in old_static and not _equal(old_static[path], now):
+                return _static_change(name, path, old_static[path], now)
         return None
     if old[0] == new[0] == "static":
         if _equal(old[1], new[1]):
             return None
-        path, was, now = _difference(old[1], new[1])
-        part = name + path
-        if _same_but_identity(was, now):
-            return (f"static argument '{name}'{f': {part}' if path else ''} is a new {type(now).__name__} object on "
-                    "each call (equal settings, but a different object, so a different compile)",
-                    f"build '{part}' once, outside the loop, and pass that same object every time")
-        was_text, now_text = _contrast(was, now)
-        what = f"static argument '{name}' changed" + (f": {part}" if path else "") + f" from {was_text} to {now_text}"
-        if not isinstance(now, (int, float)) or isinstance(now, bool):
-            return what, f"a static argument that changes recompiles: keep '{part}' to a few values"
-        if path:
-            return what, (f"'{name}' is static, so each new {part} compiles again: pass {part} as an argument "
-                          "of its own, traced (jnp.asarray), if it is not used as a shape")
-        return what, (f"a static argument that changes recompiles: if '{name}' is not used as a shape, "
-                      "pass it as an array (jnp.asarray) so that it is traced instead")
+        return _static_change(name, "", old[1], new[1])
     return (f"argument '{name}' switched between traced and static", f"pass '{name}' the same way on every call")
+
+
+def _static_change(name: str, at: str, old: Any, new: Any) -> tuple[str, str]:
+    """(what changed, how to fix it) for a static argument `name`, or the part of it at `at` that jit
+    holds static in a traced one (a module's attribute), that differs from the last trace."""
+    path, was, now = _difference(old, new)
+    path = at + path
+    part = name + path
+    subject = f"static part '{part}' of argument '{name}'" if at else f"static argument '{name}'"
+    if _same_but_identity(was, now):
+        return (f"{subject}{f': {part}' if path and not at else ''} is a new {type(now).__name__} object on "
+                "each call (equal settings, but a different object, so a different compile)",
+                f"build '{part}' once, outside the loop, and pass that same object every time")
+    was_text, now_text = _contrast(was, now)
+    what = f"{subject} changed" + (f": {part}" if path and not at else "") + f" from {was_text} to {now_text}"
+    if not isinstance(now, (int, float)) or isinstance(now, bool):
+        return what, f"a static argument that changes recompiles: keep '{part}' to a few values"
+    if path:
+        return what, (f"'{name}' is static, so each new {part} compiles again: pass {part} as an argument "
+                      "of its own, traced (jnp.asarray), if it is not used as a shape")
+    return what, (f"a static argument that changes recompiles: if '{name}' is not used as a shape, "
+                  "pass it as an array (jnp.asarray) so that it is traced instead")
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -376,7 +445,7 @@ class AutoJit:
         if layout not in self.compiled:
             static_argnums, static_argnames, cuts = layout
             if cuts or self.cut_results:
-                jitted = _jit(_whole(self.fn), self.config, self._on_churn, static_argnums=static_argnums,
+                jitted = _jit(whole(self.fn), self.config, self._on_churn, static_argnums=static_argnums,
                               static_argnames=static_argnames)
                 self.compiled[layout] = _cutting(jitted, cuts)
             else:
@@ -671,7 +740,22 @@ def _register_cut() -> None:
         _Cut, with_keys, lambda rest, traced: _Cut(tuple(traced), rest), lambda cut: (cut.traced, cut.rest))
 
 
-def _whole(fn: Callable[..., Any]) -> Callable[..., Any]:
+def cut_stand_ins(value: Any) -> Any:
+    """A pytree mixing ShapeDtypeStruct stand-ins with other leaves (an equinox module's activation,
+    as eqx.filter_jit took it) cut so that jit traces the stand-ins and holds the rest static, as
+    the library did; anything else as it is. The memory check re-lowers a step with these."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(value)
+    stand_ins = [isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves]
+    if all(stand_ins) or not any(stand_ins):
+        return value
+    _register_cut()
+    return _Cut(tuple(leaf for leaf, s in zip(leaves, stand_ins) if s),
+                _Rest(treedef, tuple(None if s else leaf for leaf, s in zip(leaves, stand_ins))))
+
+
+def whole(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`fn` for jit to trace with cut arguments (see `_cutting`): it gets them whole, and its result
     is cut."""
 

@@ -38,6 +38,7 @@ CPU_RUNTIME_OVERHEAD = 32 * MiB
 # spread of that overhead and of the allocator (bench_memory.py measures the prediction's error).
 SAFETY_FRACTION = 0.97
 BATCH_NAMES = ("batch",)
+RUN_TO_RUN_DRIFT = 8 * 2**20  # how much a CPU process's resident memory before a step differs between runs
 
 
 def format_bytes(n: float) -> str:
@@ -62,6 +63,13 @@ class Budget:
     @property
     def usable(self) -> int:
         return int(self.limit * SAFETY_FRACTION)
+
+    @property
+    def suggestible(self) -> int:
+        """The peak a suggested fix aims under: on CPU a process's resident memory before the step
+        differs by a few MB from run to run, so a fix sized to the last byte of `usable` may be
+        refused when the user applies it; an accelerator's memory in use does not drift."""
+        return self.usable - (max(self.limit // 100, RUN_TO_RUN_DRIFT) if self.platform == "cpu" else 0)
 
 
 def current_rss() -> int:
@@ -185,6 +193,9 @@ class Step:
     batch_multiple: int = 1  # batch sizes must divide by this: the shards of the batch axis (mesh data axis)
     batch_origin: str = ""  # how the batch axis was found and checked, for the report (set by find_fixes)
     fixed_peak: int | None = None  # the predicted peak no batch size can lower (set by find_fixes)
+    # the jit that traces the step again: jax.jit, or a library's own (nnx.jit: its program also
+    # returns the modules the step updates in place, so its memory is the library's program's)
+    jit: Callable[..., Any] | None = None
     _traces: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def trace(self, batch: int | None = None) -> Any:
@@ -192,10 +203,13 @@ class Step:
         each trace runs the user's Python again."""
         import jax
 
+        from raximport.jit import cut_stand_ins, whole
+
         key = None if batch is None else (tuple(self.batch_axes), batch)
         if key not in self._traces:
             args, kwargs = abstract_inputs(self.args, self.kwargs, self.batch_axes, batch)
-            self._traces[key] = jax.jit(self.fun, **self.options).trace(*args, **kwargs)
+            args, kwargs = tuple(map(cut_stand_ins, args)), {k: cut_stand_ins(v) for k, v in kwargs.items()}
+            self._traces[key] = (self.jit or jax.jit)(whole(self.fun), **self.options).trace(*args, **kwargs)
         return self._traces[key]
 
     def compile(self, batch: int | None = None) -> Any:
@@ -343,13 +357,15 @@ class Expected:
     args: tuple[Any, ...]  # traced values as ShapeDtypeStructs, static ones as they are
     kwargs: dict[str, Any]
     config: "Config"
+    jit: Callable[..., Any] | None  # see Step.jit
 
 
 _expected = threading.local()
 
 
 def expect_compile(traced: Callable[..., Any], fun: Callable[..., Any], options: dict[str, Any],
-                   args: tuple[Any, ...], kwargs: dict[str, Any], config: "Config") -> None:
+                   args: tuple[Any, ...], kwargs: dict[str, Any], config: "Config",
+                   jit: Callable[..., Any] | None = None) -> None:
     """Called while `jax.jit(traced)` traces a new signature from plain Python: when JAX then
     compiles that program for the call (or loads it from its persistent cache), its memory is held
     against the budget before it runs. Nothing is traced or compiled again, so the program checked
@@ -362,7 +378,7 @@ def expect_compile(traced: Callable[..., Any], fun: Callable[..., Any], options:
         stepped_aside("the memory check (reading the arguments)", function_name(fun), exc, config)
         return
     name = f"jit({getattr(traced, '__name__', '')})"
-    _expected.value = Expected(name, fun, options, abstract_args, abstract_kwargs, config)
+    _expected.value = Expected(name, fun, options, abstract_args, abstract_kwargs, config, jit)
 
 
 def _on_compile(name: str, executable: Any) -> None:
@@ -376,7 +392,7 @@ def _on_compile(name: str, executable: Any) -> None:
         return  # the check is a service: if XLA cannot analyse the program, it runs as is
     try:
         check_compiled(expected.fun, expected.options, expected.args, expected.kwargs, footprint,
-                       _device_count(executable), expected.config)
+                       _device_count(executable), expected.config, expected.jit)
     except RaxOutOfMemoryError:
         raise
     except Exception as exc:  # raximport's failure is never the user's: the step runs unchecked
@@ -384,7 +400,8 @@ def _on_compile(name: str, executable: Any) -> None:
 
 
 def check_compiled(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                   footprint: Footprint, devices: int, config: "Config") -> Analysis:
+                   footprint: Footprint, devices: int, config: "Config", jit: Callable[..., Any] | None = None
+                   ) -> Analysis:
     """Hold one compiled signature against the budget; raise RaxOutOfMemoryError if it cannot fit.
     `args` and `kwargs` are the call's, traced values as ShapeDtypeStructs."""
     import jax
@@ -394,7 +411,7 @@ def check_compiled(fun: Callable[..., Any], options: dict[str, Any], args: tuple
     ANALYSES.append(analysis)
     if analysis.peak <= plan.usable:
         return analysis
-    step = Step(fun, options, args, kwargs, find_batch_axes(fun, args, kwargs))
+    step = Step(fun, options, args, kwargs, find_batch_axes(fun, args, kwargs), jit=jit)
     step.batch_multiple = _batch_shards(step)
     fixes = find_fixes(step, analysis, args, kwargs)
     raise RaxOutOfMemoryError(oom_report(analysis, fixes, step, args, kwargs), analysis, fixes)
@@ -479,7 +496,7 @@ class BatchFit:
     def largest_fitting(self) -> int | None:
         """Solve the fit for the budget, then verify with a compile (stepping down if it disagrees).
         Only multiples of the data-axis size are tried: a sharded batch must split evenly."""
-        usable = self.analysis.budget.usable
+        usable = self.analysis.budget.suggestible
         if self.slope <= 0 or self.small >= self.batch:
             return None
         guess = self.round_down(
@@ -505,7 +522,7 @@ def find_fixes(step: Step, analysis: Analysis, args: tuple[Any, ...], kwargs: di
     fit = _batch_fit(step, analysis)
     step.fixed_peak = _fixed_peak(analysis, fit)
     outputs = _traced_outputs(step)
-    evaluation = _is_evaluation(step, outputs)
+    evaluation = _is_evaluation(step, outputs, fp)
     best = fit.largest_fitting() if fit else None
     if fit:
         compiled = [str(b) for b in sorted(fit.peaks) if b != fit.batch]
@@ -586,10 +603,14 @@ def _parameters(step: Step) -> Any:
     return next((value for where, value in places if where not in data and _arrays(value)), None)
 
 
-def _is_evaluation(step: Step, outputs: Any) -> bool:
+def _is_evaluation(step: Step, outputs: Any, footprint: Footprint) -> bool:
     """A single call over a whole split, as in evaluation: no argument but the data comes back (no
-    parameter updated) and the outputs are much smaller than the data (a loss, an accuracy, a few logits)."""
+    parameter updated) and the outputs are much smaller than the data (a loss, an accuracy, a few logits).
+    The compiled program's outputs count too: under nnx.jit a step updates its modules in place, so
+    the function returns only the loss while the program returns the new parameters."""
     if outputs is None or not step.batch_axes:
+        return False
+    if footprint.outputs + footprint.aliased >= _bytes_of(_parameters(step)) > 0:
         return False
     data = {where for where, _ in step.batch_axes}
     data_bytes = sum(_bytes_of(step.args[w] if isinstance(w, int) else step.kwargs[w]) for w in data)

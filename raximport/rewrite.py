@@ -2,7 +2,8 @@
 
 - Annotated functions get an innermost `@rax_check` decorator and dataclass-like classes with
   annotated fields an outermost `@rax_check_class`: cheap trampolines (see checks.py).
-- Every `jax.jit` (attribute, `from jax import jit`, in `partial(...)`, aliased) becomes raximport's jit.
+- Every `jax.jit` (attribute, `from jax import jit`, in `partial(...)`, aliased) becomes raximport's jit,
+  and every `eqx.filter_jit` / `nnx.jit` goes through raximport's `library_jit` (the library's own object).
 - Annotated, undecorated, side-effect-free module-level functions that take and return JAX arrays
   get an outermost `@rax_autojit` (see jit.py).
 
@@ -24,6 +25,7 @@ OPT_OUT_MARKER = "RAX_DONT_REWRITE"
 CHECK = "_@rax_check"
 CHECK_CLASS = "_@rax_check_class"
 JIT = "_@rax_jit"
+LIBRARY_JIT = "_@rax_library_jit"
 AUTOJIT = "_@rax_autojit"
 BIND = "_@rax_bind"
 # The Config that instrumented the module: the loader (and the runner, for the main script) puts
@@ -186,19 +188,34 @@ def _as_list(node: "ast.AST | list[ast.AST]") -> "list[ast.AST]":
     return node if isinstance(node, list) else [node]
 
 
+# The jits of libraries built on jax.jit, by module: they go through raximport.jit.library_jit.
+LIBRARY_JITS = {"equinox": "filter_jit", "flax.nnx": "jit"}
+
+
 class _JitRedirect(ast.NodeTransformer):
-    """`jax.jit` and `from jax import jit` -> raximport's jit, for the whole module."""
+    """`jax.jit` and `from jax import jit` -> raximport's jit; `eqx.filter_jit` and `nnx.jit` (and
+    their from-imports) -> `library_jit(<the library's jit>)`, for the whole module."""
 
     def __init__(self, tree: ast.Module, source: str) -> None:
-        self.jax_names = {
-            alias.asname or "jax"
-            for node in _statements(tree)
-            if isinstance(node, ast.Import)
-            for alias in node.names
-            if alias.name == "jax" or (alias.name.startswith("jax.") and not alias.asname)
-        }
-        self.attribute_used = bool(self.jax_names & set(re.findall(r"(\w+)\s*\.\s*jit\b", source)))
+        self.jax_names = set()
+        self.library_names: dict[str, str] = {}  # a name bound to equinox or flax.nnx -> its jit's name
+        for node in _statements(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == "jax" or (alias.name.startswith("jax.") and not alias.asname):
+                        self.jax_names.add(alias.asname or "jax")
+                    if alias.name in LIBRARY_JITS and (alias.asname or "." not in alias.name):
+                        self.library_names[alias.asname or alias.name] = LIBRARY_JITS[alias.name]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    if f"{node.module}.{alias.name}" in LIBRARY_JITS:
+                        self.library_names[alias.asname or alias.name] = LIBRARY_JITS[f"{node.module}.{alias.name}"]
+        attributes = set(re.findall(r"(\w+)\s*\.\s*(\w+)\b", source))
+        self.attribute_used = any(
+            (name in self.jax_names and attr == "jit") or self.library_names.get(name) == attr
+            for name, attr in attributes)
         self.count = 0
+        self.library_count = 0
 
     def run(self, tree: ast.Module) -> None:
         """Visit every expression only where `<jax>.jit` occurs in the text; imports are statements."""
@@ -213,17 +230,23 @@ class _JitRedirect(ast.NodeTransformer):
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         self.generic_visit(node)
-        if (
-            node.attr == "jit"
-            and isinstance(node.ctx, ast.Load)
-            and isinstance(node.value, ast.Name)
-            and node.value.id in self.jax_names
-        ):
+        if not isinstance(node.ctx, ast.Load) or not isinstance(node.value, ast.Name):
+            return node
+        if node.attr == "jit" and node.value.id in self.jax_names:
             self.count += 1
             return _located(ast.Name(JIT, ast.Load()), node)
+        if self.library_names.get(node.value.id) == node.attr:
+            self.library_count += 1
+            return _located(ast.Call(ast.Name(LIBRARY_JIT, ast.Load()), [node], []), node)
         return node
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.AST]:
+        jit_name = LIBRARY_JITS.get(node.module or "") if not node.level else None
+        if jit_name and any(a.name == jit_name for a in node.names):  # `from equinox import filter_jit`
+            jits = [a.asname or a.name for a in node.names if a.name == jit_name]
+            self.library_count += len(jits)
+            return [node, *(_located(ast.Assign([ast.Name(name, ast.Store())], ast.Call(
+                ast.Name(LIBRARY_JIT, ast.Load()), [ast.Name(name, ast.Load())], [])), node) for name in jits)]
         if node.module != "jax" or node.level or not any(a.name == "jit" for a in node.names):
             return node
         self.count += 1
@@ -345,7 +368,9 @@ def rewrite_tree(tree: ast.Module, source: str, options: RewriteOptions = Rewrit
         redirect.run(tree)
         if redirect.count:
             runtime.append(ast.alias("jit", JIT))
-            count += redirect.count
+        if redirect.library_count:
+            runtime.append(ast.alias("library_jit", LIBRARY_JIT))
+        count += redirect.count + redirect.library_count
     jaxtyping = _JaxtypingNames(tree, source)
     if jaxtyping and options.checks:
         inserter = _CheckInserter(jaxtyping)
