@@ -109,6 +109,10 @@ def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **op
             memory.expect_compile(traced, fun, options, args, kwargs, config)
         return fun(*args, **kwargs)
 
+    if config.nan_guard:
+        from raximport.nan_guard import guard
+
+        return guard(traced, fun, config, options)
     return jax.jit(traced, **options)
 
 
