@@ -49,11 +49,14 @@ class _Watch:
         self.on_host = True  # the flags live in host memory (CPU): no asynchronous copy to ask for
 
     def flags(self, out: Any) -> Any:
-        """The vector for `out`, in the program being traced: [signature id, code per floating leaf]."""
+        """The vector for `out`, in the program being traced: [signature id, code per floating leaf].
+        One sum per leaf (x * 0 is 0, or NaN where x is not finite) is all a healthy step pays: the
+        codes are worked out only when a sum is NaN (lax.cond runs one branch)."""
         import jax
         import jax.numpy as jnp
+        from jax import lax
 
-        paths, codes = [], []
+        paths, leaves = [], []
         for path, leaf in jax.tree_util.tree_leaves_with_path(out):
             try:
                 dtype = jnp.result_type(leaf)
@@ -61,9 +64,15 @@ class _Watch:
                 continue
             if jnp.issubdtype(dtype, jnp.inexact):
                 paths.append(_path(path))
-                codes.append(_code(jnp.asarray(leaf)))
+                leaves.append(jnp.asarray(leaf))
         self.signatures.append(paths)
-        return jnp.array([len(self.signatures) - 1, *codes], dtype=jnp.int32)
+        signature = jnp.array([len(self.signatures) - 1], jnp.int32)
+        if not leaves:
+            return signature
+        bad = jnp.stack([jnp.isnan(jnp.sum(leaf * 0)) for leaf in leaves])
+        codes = lax.cond(bad.any(), lambda xs: jnp.stack([_code(x) for x in xs]),
+                         lambda xs: jnp.zeros(len(xs), jnp.int32), leaves)
+        return jnp.concatenate([signature, codes])
 
     def read(self, entry: tuple[Any, int, CodeType, int]) -> None:
         """Raise for a call whose outputs were not all finite."""
@@ -160,7 +169,7 @@ def _check_at_exit() -> None:
 
 
 def _code(x: Any) -> Any:
-    """NAN | POS_INF | NEG_INF, as found anywhere in `x`: one fused pass over it."""
+    """NAN | POS_INF | NEG_INF, as found anywhere in `x` (one fused pass over it)."""
     import jax.numpy as jnp
     from jax import lax
 

@@ -79,6 +79,7 @@ def test_a_healthy_function_runs_on_and_nested_calls_are_part_of_their_caller() 
     jax.grad(lambda x: inner(x).sum())(x)
     jax.vmap(inner)(x[:, None])
     inner(x)
+    assert calls_until_stopped(jit(lambda x: (x > 0, jnp.int32(1)), config=GUARDED), [x]) == (1, None)  # no floats
     _, exc = calls_until_stopped(inner, [-x])  # log of a negative number: the 2nd call of inner itself
     assert exc is not None and exc.report.extra["call"] == 2
 
