@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from raximport import jax_internals
 from raximport.errors import RaxNonFiniteError
+from raximport.failsafe import stepped_aside
 from raximport.provenance import RAXIMPORT_DIR
 from raximport.report import Report, defined_at, function_name, show
 
@@ -111,15 +112,18 @@ def guard(traced: Callable[..., Any], fun: Callable[..., Any], config: "Config",
     def flagged(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         out = traced(*args, **kwargs)
-        return out, watch.flags(out)
+        try:
+            return out, watch.flags(out)
+        except Exception as exc:  # outputs the guard cannot read: this signature runs unguarded
+            stepped_aside("the NaN guard", function_name(fun), exc, config)
+            return out, jax.numpy.zeros(1, jax.numpy.int32)
 
     plain = jax.jit(traced, **options)
     if "out_shardings" in options:  # the vector: unspecified (replicated), the user's outputs as given
         options = {**options, "out_shardings": (options["out_shardings"], None)}
     jitted = jax.jit(flagged, **options)
     outside_trace = jax_internals.trace_state_clean_check()
-    if not _WATCHES:
-        atexit.register(_check_at_exit)
+    _check_at_exit_registered()
     _WATCHES.add(watch)
 
     @functools.wraps(fun)
@@ -156,6 +160,11 @@ def check_pending() -> None:
     """Read the last call of every guarded function (the script has ended): raise for a bad one."""
     for watch in list(_WATCHES):
         watch.finish()
+
+
+@functools.cache
+def _check_at_exit_registered() -> None:
+    atexit.register(_check_at_exit)
 
 
 def _check_at_exit() -> None:

@@ -153,3 +153,13 @@ def test_a_healthy_script_prints_the_same_with_the_guard(run_python, tmp_path: P
     assert plain.returncode == guarded.returncode == 0, guarded.stderr
     assert guarded.stdout == plain.stdout and "step 7 0.0" in plain.stdout
     assert "raximport" not in guarded.stderr
+
+
+def test_when_the_guard_cannot_read_outputs_the_function_runs_unguarded(monkeypatch, capsys) -> None:
+    def unreadable(self, out):
+        raise ValueError("an output the guard does not know")
+
+    monkeypatch.setattr(nan_guard._Watch, "flags", unreadable)
+    f = jit(lambda x: x / 0.0, config=GUARDED)
+    assert calls_until_stopped(f, [jnp.ones(2)] * 2) == (2, None)
+    assert "the NaN guard failed for <lambda>, which runs as plain JAX" in capsys.readouterr().err
