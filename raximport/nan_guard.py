@@ -1,8 +1,8 @@
 """--nan-guard: stop at the first call of a jitted function whose outputs hold a NaN or an Inf.
 
-The check is part of the compiled program: the traced function also returns one small int vector,
-an id of the traced signature and, per floating output leaf, a code (1: NaN, 2: +Inf, 4: -Inf, or'd
-together), so nothing is traced or compiled twice. `guard` puts a thin function around that jitted
+The check is part of the compiled program: the traced function also returns one small int vector
+(whether any floating output holds NaN or Inf, an id of the traced signature and, per floating
+output leaf, a code: 1 NaN, 2 +Inf, 4 -Inf, or'd together), so nothing is traced or compiled twice. `guard` puts a thin function around that jitted
 program: it hands the user their outputs, counts the call, remembers the caller's line, and reads
 the vector of the previous call, which by then has finished or is about to: the device already
 holds this call's work, so waiting for the previous one never leaves it idle, and dispatch stays
@@ -39,7 +39,7 @@ LEAVES_SHOWN = 8
 
 class _Watch:
     """The calls of one guarded function: how many, the last one not read yet, and the output paths
-    of each traced signature (the vector's first entry says which)."""
+    of each traced signature (the vector's second entry says which)."""
 
     def __init__(self, fun: Callable[..., Any], config: "Config") -> None:
         self.fun = fun
@@ -50,7 +50,8 @@ class _Watch:
         self.on_host = True  # the flags live in host memory (CPU): no asynchronous copy to ask for
 
     def flags(self, out: Any) -> Any:
-        """The vector for `out`, in the program being traced: [signature id, code per floating leaf].
+        """The vector for `out`, in the program being traced: [any bad, signature id, code per floating
+        leaf]; the host looks at its first entry only, unless that says to read on.
         One sum per leaf (x * 0 is 0, or NaN where x is not finite) is all a healthy step pays: the
         codes are worked out only when a sum is NaN (lax.cond runs one branch)."""
         import jax
@@ -69,11 +70,11 @@ class _Watch:
         self.signatures.append(paths)
         signature = jnp.array([len(self.signatures) - 1], jnp.int32)
         if not leaves:
-            return signature
-        bad = jnp.stack([jnp.isnan(jnp.sum(leaf * 0)) for leaf in leaves])
-        codes = lax.cond(bad.any(), lambda xs: jnp.stack([_code(x) for x in xs]),
-                         lambda xs: jnp.zeros(len(xs), jnp.int32), leaves)
-        return jnp.concatenate([signature, codes])
+            return jnp.concatenate([jnp.zeros(1, jnp.int32), signature])
+        bad = jnp.stack([jnp.isnan(jnp.sum(leaf * 0)) for leaf in leaves]).any()
+        codes = lax.cond(bad, lambda xs: jnp.stack([_code(x) for x in xs]), lambda xs: jnp.zeros(len(xs), jnp.int32),
+                         leaves)
+        return jnp.concatenate([bad.astype(jnp.int32)[None], signature, codes])
 
     def read(self, entry: tuple[Any, int, CodeType, int]) -> None:
         """Raise for a call whose outputs were not all finite."""
@@ -84,10 +85,10 @@ class _Watch:
             values = np.asarray(flags)
         except RuntimeError:  # spans other processes' devices: replicated, so this process's copy is whole
             values = np.asarray(flags.addressable_data(0))
-        if values[1:].any():
+        if values[0]:
             self.pending = None
-            paths = self.signatures[int(values[0])]
-            bad = [(paths[i], int(c)) for i, c in enumerate(values[1:]) if c]
+            paths = self.signatures[int(values[1])]
+            bad = [(paths[i], int(c)) for i, c in enumerate(values[2:]) if c]
             raise RaxNonFiniteError(nonfinite_report(self.fun, call, bad, len(paths), (code.co_filename, _line(code, lasti))))
 
     def finish(self) -> None:
@@ -116,7 +117,7 @@ def guard(traced: Callable[..., Any], fun: Callable[..., Any], config: "Config",
             return out, watch.flags(out)
         except Exception as exc:  # outputs the guard cannot read: this signature runs unguarded
             stepped_aside("the NaN guard", function_name(fun), exc, config)
-            return out, jax.numpy.zeros(1, jax.numpy.int32)
+            return out, jax.numpy.zeros(2, jax.numpy.int32)
 
     plain = jax.jit(traced, **options)
     if "out_shardings" in options:  # the vector: unspecified (replicated), the user's outputs as given
