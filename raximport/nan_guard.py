@@ -149,11 +149,16 @@ def guard(traced: Callable[..., Any], fun: Callable[..., Any], config: "Config",
             watch.read((flags, watch.calls, frame.f_code, frame.f_lasti))
         return out
 
+    def clear_cache() -> None:
+        jitted.clear_cache()
+        plain.clear_cache()
+
     guarded.__wrapped__ = traced  # type: ignore[attr-defined]  # as JAX's own object: inspect.unwrap reaches fun
     guarded.lower = plain.lower  # type: ignore[attr-defined]
     guarded.trace = plain.trace  # type: ignore[attr-defined]
     guarded.eval_shape = plain.eval_shape  # type: ignore[attr-defined]
-    guarded.__rax_guarded__ = jitted  # type: ignore[attr-defined]  # the program that runs (its cache, for tests)
+    guarded.clear_cache = clear_cache  # type: ignore[attr-defined]
+    guarded._cache_size = jitted._cache_size  # type: ignore[attr-defined]  # the programs that run, one per signature
     return guarded
 
 

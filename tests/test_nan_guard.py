@@ -106,7 +106,10 @@ def test_one_trace_and_one_compile_per_signature() -> None:
     for x in [jnp.ones(2), jnp.ones(2), jnp.ones(3), jnp.ones(2), jnp.ones(3)]:
         guarded(x)
     assert traces == [(2,), (3,)]
-    assert guarded.__rax_guarded__._cache_size() == 2
+    assert guarded._cache_size() == 2
+    guarded.clear_cache()
+    guarded(jnp.ones(2))
+    assert traces == [(2,), (3,), (2,)] and guarded._cache_size() == 1
 
 
 DIVERGES = """
