@@ -24,7 +24,10 @@ ratio is printed beside it:
       to back as a training loop does (block_until_ready once per chunk, so JAX's asynchronous
       dispatch runs ahead and the guard's one-call-behind read is what is measured): s per step.
       Goal: on / off <= 1.01. And the tiny jit of (b), guard on / off, per call (each call waits
-      for the previous one's flags: the guard's dispatch cost).
+      for the previous one's flags: the guard's dispatch cost). And the guard's check alone (its
+      flags over a step's outputs, as a program of its own) against the step, alternated step by
+      step in one process: the device time it adds, as a share of a step at the same load (as a
+      program of its own it also pays a launch, which inside the step it does not).
 
     .venv/bin/python scripts/bench_overhead.py             # the default run (~5-10 min)
     .venv/bin/python scripts/bench_overhead.py --quick     # a smoke run
@@ -153,6 +156,46 @@ def chunk(n):
 serve(chunk, **INFO)
 """
 
+# (e): the guard's in-program check alone (its jitted flags over a step's outputs) against the step,
+# alternated in one process: the device time the guard adds, as a share of a step, at the same load.
+CHECK_LOOP = """\
+from raximport.config import load_config
+from raximport.nan_guard import _Watch
+
+check = jax.jit(_Watch(train_step, load_config({}, environ={})).flags)
+state = [params, opt_state]
+
+
+def timed(f):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f())
+    return time.perf_counter() - t0
+
+
+def one_step(i):
+    x, y = batches[i % len(batches)]
+    out = call(state, x, y)
+    state[:len(out) - 1] = out[:-1]
+    return out
+
+
+outputs = [one_step(i) for i in range(1 + WARMUP)][-1]
+check(outputs)
+
+
+def chunk(n):
+    global outputs
+    steps, checks = [], []
+    for i in range(n):
+        steps.append(timed(lambda: one_step(i)))
+        outputs = (*state, outputs[-1])
+        checks.append(timed(lambda: check(outputs)))
+    return dict(times=steps, check=checks)
+
+
+serve(chunk, **INFO)
+"""
+
 # (a), (d) and (e): gpt's own jitted train step, built the way gpt/train.py builds it.
 GPT_SETUP = PRELUDE + f"""\
 import train
@@ -184,6 +227,7 @@ INFO = dict(jit=routed(train_step))
 """
 GPT_STEP = GPT_SETUP + STEP_LOOP
 GPT_PIPELINED = GPT_SETUP + PIPELINED_LOOP
+GPT_CHECK = GPT_SETUP + CHECK_LOOP
 
 # (b): a tiny jitted function; under raximport this jax.jit is rewritten to raximport.jit.
 TINY = PRELUDE + """\
@@ -448,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rax-bench-overhead-"))
     scripts = {}
     for name, text in (("gpt_step", GPT_STEP), ("tiny", TINY), ("autojit", AUTOJIT), ("handjit", HANDJIT),
-                       ("gpt_pipelined", GPT_PIPELINED)):
+                       ("gpt_pipelined", GPT_PIPELINED), ("gpt_check", GPT_CHECK)):
         scripts[name] = tmp / f"{name}.py"
         scripts[name].write_text(text)
     uptime_start = uptime()
@@ -558,6 +602,14 @@ def main(argv: list[str] | None = None) -> int:
                           {"guard off": {"jit": ["PjitFunction", True]}, "guard on": guarded})
             raw["e tiny"] = runs
             compare(table, runs, "per_call", 1e6, "us/call", "(e) tiny jit", "guard off", "guard on")
+            runs = paired([("check", scripts["gpt_check"], True, tmp / "cache-e-check")], [opts.warmup], opts.reps,
+                          rounds, opts.chunk, {})
+            raw["e check"] = runs
+            shares = [med(c["check"]) / med(c["times"]) for chunks in runs["check"] for c in chunks]
+            table.add("(e) the guard's check alone / a gpt step, same process, alternated",
+                      f"{med(shares):.4f} (check {med(flat(runs['check'], 'check')) * 1e3:.2f} ms, step "
+                      f"{med(flat(runs['check'], 'times')) * 1e3:.2f} ms; per chunk IQR {quartiles(shares)}, "
+                      f"n={len(shares)})")
     finally:
         if opts.keep:
             print(f"kept {tmp}")
