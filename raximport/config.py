@@ -252,6 +252,9 @@ class Config:
     strict: bool = option(
         False, parse_bool, "for CI: where raximport's own machinery fails (a note, and the code runs as plain "
         "JAX), fail instead with RaxInternalError")
+    nan_guard: bool = option(
+        False, parse_bool, "stop at the first call of a jitted function whose outputs hold NaN or Inf, with a "
+        "report (checked inside the compiled program and read one call behind: no added sync)")
     debug_nans: bool = option(
         False, parse_bool, "turn on JAX's NaN checks (jax_debug_nans): stop at the first operation making a NaN")
     debug_keys: bool = option(

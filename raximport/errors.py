@@ -34,3 +34,12 @@ class RaxOutOfMemoryError(MemoryError):
     def __str__(self) -> str:
         """One line: the report itself is rendered beside the traceback."""
         return f"{self.report.title}; {self.report.fix}" if self.report.fix else self.report.title
+
+
+class RaxNonFiniteError(FloatingPointError):
+    """--nan-guard: a call of a jitted function returned NaN or Inf. `report` names the function,
+    which call, the output leaves and what they held, the user's line and the fix."""
+
+    def __init__(self, report: Any) -> None:
+        super().__init__(report.title)
+        self.report = report

@@ -114,7 +114,12 @@ def library_jit(library_jit: Callable[..., Any], /, *, config: "Config | None" =
 def _jit(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, **options: Any) -> Any:
     import jax
 
-    return jax.jit(_watched(fun, config, on_churn, options), **options)
+    traced = _watched(fun, config, on_churn, options)
+    if config.nan_guard:
+        from raximport.nan_guard import guard
+
+        return guard(traced, fun, config, options)
+    return jax.jit(traced, **options)
 
 
 def _watched(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, options: dict[str, Any],

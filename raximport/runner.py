@@ -70,6 +70,8 @@ def run_module(name: str, args: list[str], config: Config) -> int:
 def _execute(get_code: Callable[[], CodeType], main: ModuleType, config: Config) -> int:
     try:
         exec(get_code(), main.__dict__)
+        if "raximport.nan_guard" in sys.modules:  # --nan-guard: the last calls, not read yet
+            sys.modules["raximport.nan_guard"].check_pending()
     except SystemExit:
         raise
     except BaseException as exc:

@@ -20,10 +20,19 @@ ratio is printed beside it:
       reference. Goal: warm / cold <= 0.5. And the XLA compiles up to that step: raximport cold
       compiles no more programs than plain (one compile per signature, the memory check included;
       JAX counts a persistent-cache load as one too).
+  (e) --nan-guard: gpt's train step under raximport with the guard off and on, steps dispatched back
+      to back as a training loop does (block_until_ready once per chunk, so JAX's asynchronous
+      dispatch runs ahead and the guard's one-call-behind read is what is measured): s per step.
+      Goal: on / off <= 1.01. And the tiny jit of (b), guard on / off, per call (each call waits
+      for the previous one's flags: the guard's dispatch cost). And the guard's check alone (its
+      flags over a step's outputs, as a program of its own) against the step, alternated step by
+      step in one process: the device time it adds, as a share of a step at the same load (as a
+      program of its own it also pays a launch, which inside the step it does not).
 
     .venv/bin/python scripts/bench_overhead.py             # the default run (~5-10 min)
     .venv/bin/python scripts/bench_overhead.py --quick     # a smoke run
     .venv/bin/python scripts/bench_overhead.py --reps 7 --steps 200 --only a,c
+    .venv/bin/python scripts/bench_overhead.py --only e                  # the NaN guard alone
 """
 
 from __future__ import annotations
@@ -121,8 +130,74 @@ for i in range(WARMUP):
 serve(chunk, first_step_s=first_s, **INFO)
 """
 
-# (a) and (d): gpt's own jitted train step, built the way gpt/train.py builds it.
-GPT_STEP = PRELUDE + f"""\
+# (e): training steps dispatched back to back, as a loop that only logs now and then runs them.
+PIPELINED_LOOP = """\
+state = [params, opt_state]
+
+
+def steps(n):
+    for i in range(n):
+        x, y = batches[i % len(batches)]
+        out = call(state, x, y)
+        state[:len(out) - 1] = out[:-1]
+    out[-1].block_until_ready()
+    return out[-1]
+
+
+steps(1 + WARMUP)
+
+
+def chunk(n):
+    t0 = time.perf_counter()
+    loss = steps(n)
+    return dict(times=[(time.perf_counter() - t0) / n], loss=float(loss))
+
+
+serve(chunk, **INFO)
+"""
+
+# (e): the guard's in-program check alone (its jitted flags over a step's outputs) against the step,
+# alternated in one process: the device time the guard adds, as a share of a step, at the same load.
+CHECK_LOOP = """\
+from raximport.config import load_config
+from raximport.nan_guard import _Watch
+
+check = jax.jit(_Watch(train_step, load_config({}, environ={})).flags)
+state = [params, opt_state]
+
+
+def timed(f):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f())
+    return time.perf_counter() - t0
+
+
+def one_step(i):
+    x, y = batches[i % len(batches)]
+    out = call(state, x, y)
+    state[:len(out) - 1] = out[:-1]
+    return out
+
+
+outputs = [one_step(i) for i in range(1 + WARMUP)][-1]
+check(outputs)
+
+
+def chunk(n):
+    global outputs
+    steps, checks = [], []
+    for i in range(n):
+        steps.append(timed(lambda: one_step(i)))
+        outputs = (*state, outputs[-1])
+        checks.append(timed(lambda: check(outputs)))
+    return dict(times=steps, check=checks)
+
+
+serve(chunk, **INFO)
+"""
+
+# (a), (d) and (e): gpt's own jitted train step, built the way gpt/train.py builds it.
+GPT_SETUP = PRELUDE + f"""\
 import train
 from model import init_params
 
@@ -149,7 +224,10 @@ def call(state, x, y):
 
 
 INFO = dict(jit=routed(train_step))
-""" + STEP_LOOP
+"""
+GPT_STEP = GPT_SETUP + STEP_LOOP
+GPT_PIPELINED = GPT_SETUP + PIPELINED_LOOP
+GPT_CHECK = GPT_SETUP + CHECK_LOOP
 
 # (b): a tiny jitted function; under raximport this jax.jit is rewritten to raximport.jit.
 TINY = PRELUDE + """\
@@ -234,14 +312,15 @@ def base_env() -> dict[str, str]:
 class Driver:
     """One driver in a fresh process: `python driver.py` or `python -m raximport --path gpt driver.py`."""
 
-    def __init__(self, name: str, script: Path, args: list, rax: bool, cache: Path | None, verbose: bool = False):
+    def __init__(self, name: str, script: Path, args: list, rax: bool, cache: Path | None, verbose: bool = False,
+                 flags: tuple[str, ...] = ()):
         self.name, self.rax = name, rax
         env = base_env()
         cmd = [sys.executable]
         if rax:
             assert cache is not None
             env["RAX_CACHE_DIR"] = str(cache)
-            cmd += ["-m", "raximport", "--path", str(GPT)] + (["--verbose"] if verbose else [])
+            cmd += ["-m", "raximport", "--path", str(GPT), *flags] + (["--verbose"] if verbose else [])
         cmd += [str(script), *map(str, args)]
         self.stderr_path = script.parent / f"{script.stem}-{'rax' if rax else 'plain'}-{time.time_ns()}.stderr"
         self.stderr = open(self.stderr_path, "w+")
@@ -333,15 +412,17 @@ class Table:
             print(line(r))
 
 
-def paired(specs: list[tuple[str, Path, bool, Path | None]], args: list, procs: int, rounds: int, n: int,
+def paired(specs: list[tuple], args: list, procs: int, rounds: int, n: int,
            expect: dict[str, dict]) -> dict[str, list[list[dict]]]:
-    """For each of `procs` repetitions, start one fresh process per spec (set up side by side), then
+    """For each of `procs` repetitions, start one fresh process per spec (name, script, rax, cache
+    and, optionally, raximport's flags), set up side by side, then
     alternate between them in `rounds` chunks of `n` steps (or batches), rotating who goes first.
     Returns, per spec name, per repetition, the chunks' results. `expect`: what each driver must
     say when ready (e.g. that its jit went through raximport.jit)."""
     out: dict[str, list[list[dict]]] = {name: [] for name, *_ in specs}
     for rep in range(procs):
-        drivers = [Driver(name, script, args, rax, cache) for name, script, rax, cache in specs]
+        drivers = [Driver(name, script, args, rax, cache, flags=tuple(flags[0]) if flags else ())
+                   for name, script, rax, cache, *flags in specs]
         for d in drivers:
             d.ready()
             for field, want in expect.get(d.name, {}).items():
@@ -400,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps after the first (default 10)")
     parser.add_argument("--first-reps", type=int, default=2, help="cold/warm/plain triples for time to first step (default 2)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 rep, 30 steps, 1 cold/warm/plain triple")
-    parser.add_argument("--only", default="a,b,c,d", help="which parts to run, e.g. a,c (default all)")
+    parser.add_argument("--only", default="a,b,c,d,e", help="which parts to run, e.g. a,c (default all)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the drivers, caches and stderr")
     opts = parser.parse_args(argv)
     if opts.quick:
@@ -410,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="rax-bench-overhead-"))
     scripts = {}
-    for name, text in (("gpt_step", GPT_STEP), ("tiny", TINY), ("autojit", AUTOJIT), ("handjit", HANDJIT)):
+    for name, text in (("gpt_step", GPT_STEP), ("tiny", TINY), ("autojit", AUTOJIT), ("handjit", HANDJIT),
+                       ("gpt_pipelined", GPT_PIPELINED), ("gpt_check", GPT_CHECK)):
         scripts[name] = tmp / f"{name}.py"
         scripts[name].write_text(text)
     uptime_start = uptime()
@@ -502,6 +584,32 @@ def main(argv: list[str] | None = None) -> int:
             plain = med([r["ttfs"] for r in found["plain"]])
             table.add("(d) raximport cold/plain, warm/plain",
                       f"{med([r['ttfs'] for r in cold]) / plain:.3f}, {med([r['ttfs'] for r in warm]) / plain:.3f}")
+        if "e" in parts:
+            print(f"(e) --nan-guard: {opts.reps} x (guard off, guard on) raximport processes, {rounds} alternating "
+                  f"chunks of {opts.chunk} back-to-back gpt steps, then the tiny jit", flush=True)
+            guarded = {"jit": ["function", True]}  # the guard's function around JAX's jitted program
+            runs = paired([("guard off", scripts["gpt_pipelined"], True, tmp / "cache-e-off"),
+                           ("guard on", scripts["gpt_pipelined"], True, tmp / "cache-e-on", ["--nan-guard"])],
+                          [opts.warmup], opts.reps, rounds, opts.chunk,
+                          {"guard off": {"jit": ["PjitFunction", True]}, "guard on": guarded})
+            raw["e"] = runs
+            ok = compare(table, runs, "times", 1e3, "ms/step", "(e) gpt steps", "guard off", "guard on", "<= 1.01",
+                         lambda r: r <= 1.01)
+            goals.append(("e", bool(ok)))
+            runs = paired([("guard off", scripts["tiny"], True, tmp / "cache-e-tiny-off"),
+                           ("guard on", scripts["tiny"], True, tmp / "cache-e-tiny-on", ["--nan-guard"])],
+                          [], opts.reps, rounds, opts.chunk,
+                          {"guard off": {"jit": ["PjitFunction", True]}, "guard on": guarded})
+            raw["e tiny"] = runs
+            compare(table, runs, "per_call", 1e6, "us/call", "(e) tiny jit", "guard off", "guard on")
+            runs = paired([("check", scripts["gpt_check"], True, tmp / "cache-e-check")], [opts.warmup], opts.reps,
+                          rounds, opts.chunk, {})
+            raw["e check"] = runs
+            shares = [med(c["check"]) / med(c["times"]) for chunks in runs["check"] for c in chunks]
+            table.add("(e) the guard's check alone / a gpt step, same process, alternated",
+                      f"{med(shares):.4f} (check {med(flat(runs['check'], 'check')) * 1e3:.2f} ms, step "
+                      f"{med(flat(runs['check'], 'times')) * 1e3:.2f} ms; per chunk IQR {quartiles(shares)}, "
+                      f"n={len(shares)})")
     finally:
         if opts.keep:
             print(f"kept {tmp}")
