@@ -89,7 +89,6 @@ def build_record(expected: Expected, compilation: jax_internals.Compilation) -> 
     computation, executable = compilation.computation, compilation.executable
     jaxpr = jax_internals.jaxpr_of(computation)
     avals = computation.compile_args["all_args_info"].in_avals
-    artifact = jax_internals.export_artifact(computation, jaxpr) if jaxpr is not None else None
     file, line, source = _where(expected.fun)
     return {
         "function": function_name(expected.fun),
@@ -99,7 +98,7 @@ def build_record(expected: Expected, compilation: jax_internals.Compilation) -> 
         "jaxpr": "" if jaxpr is None else str(jaxpr),
         "stablehlo": computation.as_text(),
         "hlo": executable.as_text(),
-        "exported": "" if artifact is None else base64.b64encode(artifact).decode("ascii"),
+        "exported": _exported(expected, computation, jaxpr),
         "input_shapes": [list(getattr(aval, "shape", ())) for aval in avals],
         "input_dtypes": [str(getattr(aval, "dtype", type(aval).__name__)) for aval in avals],
         "static_args": expected.static_args,
@@ -108,6 +107,17 @@ def build_record(expected: Expected, compilation: jax_internals.Compilation) -> 
         "compile_seconds": compilation.seconds,
         "versions": _versions(),
     }
+
+
+def _exported(expected: Expected, computation: Any, jaxpr: Any) -> str:
+    """base64 of the program's `jax.export` artifact; "" where JAX cannot export it (a host
+    callback such as jax.debug.print), with one note: the rest of the record stands."""
+    try:
+        artifact = jax_internals.export_artifact(computation, jaxpr) if jaxpr is not None else None
+    except Exception as exc:
+        stepped_aside(f"{STAGE}: jax.export", function_name(expected.fun), exc, expected.config)
+        return ""
+    return "" if artifact is None else base64.b64encode(artifact).decode("ascii")
 
 
 def _where(fun: Callable[..., Any]) -> tuple[str, int, str]:

@@ -12,7 +12,7 @@ Every record (`Record`) has these keys:
 | `jaxpr`           | str                     | the jaxpr JAX traced for the call                          |
 | `stablehlo`       | str                     | the StableHLO module JAX lowered it to (MLIR text)         |
 | `hlo`             | str                     | XLA's optimized HLO of the compiled executable ("" where not compiled) |
-| `exported`        | str                     | base64 of `jax.export`'s serialized artifact: `jax.export.deserialize(base64.b64decode(...)).call(*inputs)` runs it without the source |
+| `exported`        | str                     | base64 of `jax.export`'s serialized artifact ("" where JAX cannot export the program): `jax.export.deserialize(base64.b64decode(...)).call(*inputs)` runs it on the flat inputs without the source; the leaves of what it returns (`jax.tree.leaves`) are the flat outputs |
 | `input_shapes`    | list[list[int]]         | the shape of each flat array input                         |
 | `input_dtypes`    | list[str]               | the dtype of each flat array input                         |
 | `static_args`     | dict[str, str]          | each static argument's name and repr                       |
