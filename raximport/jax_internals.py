@@ -161,6 +161,11 @@ def jaxpr_of(computation: Any) -> Any:
     return _lowered_from.get(computation)
 
 
+def input_avals(computation: Any) -> list[Any]:
+    """The abstract values of a lowered program's flat inputs, unused ones included."""
+    return list(computation.compile_args["all_args_info"].in_avals)
+
+
 def export_artifact(computation: Any, jaxpr: Any) -> bytes | None:
     """`jax.export`'s serialized artifact of the program JAX lowered for a call, built from that
     lowering (no second trace, lowering or compile). Its inputs are the program's flat array
@@ -172,7 +177,7 @@ def export_artifact(computation: Any, jaxpr: Any) -> bytes | None:
     except ImportError:
         _moved("jax._src.export._export._export_lowered", "IR records have no jax.export artifact")
         return None
-    avals = computation.compile_args["all_args_info"].in_avals
+    avals = input_avals(computation)
     in_tree = tree_util.tree_structure((tuple(avals), {}))
     args_info = in_tree.unflatten([stages.ArgInfo(aval, False) for aval in avals])
     out_tree = tree_util.tree_structure(tuple(computation.compile_args["global_out_avals"]))

@@ -88,7 +88,7 @@ def build_record(expected: Expected, compilation: jax_internals.Compilation) -> 
     """The record of one compiled signature: the function, and the IR JAX made of it."""
     computation, executable = compilation.computation, compilation.executable
     jaxpr = jax_internals.jaxpr_of(computation)
-    avals = computation.compile_args["all_args_info"].in_avals
+    avals = jax_internals.input_avals(computation)
     file, line, source = _where(expected.fun)
     return {
         "function": function_name(expected.fun),
