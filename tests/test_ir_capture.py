@@ -53,6 +53,10 @@ print(power(x, 3), power(y, 3), power(ones, 3))  # a shape twice: one signature;
 print(batched(matrix))
 if "--with-callback" in sys.argv:
     print(logged(x))
+if "--with-child" in sys.argv:  # a child process inherits --dump-ir and writes its own file
+    import subprocess
+    sys.stdout.flush()
+    subprocess.run([sys.executable, "-c", "import worker"], check=True)
 print("compiles", len(compiles) - before)
 sys.stdout.flush()
 os._exit(0)  # no exit handler runs: records are on disk as the run goes
@@ -61,9 +65,17 @@ os._exit(0)  # no exit handler runs: records are on disk as the run goes
 ENV = {"RAX_XLA_CACHE": "0"}  # every signature is compiled, so the compile count is the signature count
 
 
+WORKER = """
+import jax, jax.numpy as jnp
+
+print(jax.jit(lambda v: v * 2)(jnp.ones(2)))
+"""
+
+
 def _run(run_python, tmp_path: Path, *options: str, script_args: tuple[str, ...] = ()):
     write(tmp_path / "pyproject.toml", "")
     write(tmp_path / "main.py", SCRIPT)
+    write(tmp_path / "worker.py", WORKER)
     return run_python("-m", "raximport", *options, "main.py", *script_args, cwd=tmp_path, env=ENV)
 
 
@@ -77,12 +89,15 @@ def _by_function(directory: Path) -> dict[tuple[str, str], dict]:
 @pytest.mark.slow
 def test_every_compiled_signature_is_recorded_with_its_ir_and_no_compile_added(
         run_python, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = _run(run_python, tmp_path, "--dump-ir", "ir", script_args=("--with-callback",))
+    result = _run(run_python, tmp_path, "--dump-ir", "ir", script_args=("--with-callback", "--with-child"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "compiles 5"  # grad, power (two shapes), batched, logged
-    files = list((tmp_path / "ir").glob("capture-*.jsonl"))
-    assert len(files) == 1
+    files = sorted((tmp_path / "ir").glob("capture-*.jsonl"))
+    assert len(files) == 2  # the script's and its child's
+    child = {r["file"]: r for r in read_records(files)}.pop("worker.py")
+    assert child["input_shapes"] == [[2]] and "mul" in child["jaxpr"]
     records = _by_function(tmp_path / "ir")
+    del records[("<lambda>", "[[2]]")]
     assert sorted(records) == [("<lambda>", "[[2, 3]]"), ("logged", "[[4]]"), ("loss", "[[], [4]]"),
                                ("power", "[[3]]"), ("power", "[[4]]")]
     for r in records.values():
@@ -121,7 +136,7 @@ def test_every_compiled_signature_is_recorded_with_its_ir_and_no_compile_added(
         np.testing.assert_allclose(out, expected, rtol=1e-6)
 
     assert show.main([str(tmp_path / "ir")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "5 records in 1 file"
+    assert capsys.readouterr().out.splitlines()[-1] == "6 records in 2 files"
 
 
 @pytest.mark.slow
