@@ -12,6 +12,7 @@ what a feature needs has moved, raximport warns once (RaxWarning) and the featur
 auto-jit runs functions as plain Python, the memory check is skipped, the IR records lack the
 jaxpr or the export. JAX is imported on the first question, not before.
 """
+
 from __future__ import annotations
 
 import functools
