@@ -3,23 +3,27 @@ what `rax ir generate` writes, one JSON object per line of `DIR/<prefix>-<shard>
 
 Every record (`Record`) has these keys:
 
-| key               | type                    | what it holds                                              |
-|-------------------|-------------------------|------------------------------------------------------------|
-| `function`        | str                     | the function's name (`<lambda>` for a lambda)              |
-| `file`            | str                     | its file, relative to the working directory where possible |
-| `line`            | int                     | the line of its `def` (0 where unknown)                    |
-| `source`          | str                     | its source, or the lambda's line ("" where unknown)        |
-| `jaxpr`           | str                     | the jaxpr JAX traced for the call                          |
-| `stablehlo`       | str                     | the StableHLO module JAX lowered it to (MLIR text)         |
-| `hlo`             | str                     | XLA's optimized HLO of the compiled executable ("" where not compiled) |
-| `exported`        | str                     | base64 of `jax.export`'s serialized artifact ("" where JAX cannot export the program): `jax.export.deserialize(base64.b64decode(...)).call(*inputs)` runs it on the flat inputs without the source; the leaves of what it returns (`jax.tree.leaves`) are the flat outputs |
-| `input_shapes`    | list[list[int]]         | the shape of each flat array input                         |
-| `input_dtypes`    | list[str]               | the dtype of each flat array input                         |
-| `static_args`     | dict[str, str]          | each static argument's name and repr                       |
-| `cost_analysis`   | dict                    | `available` (bool), `flops`, `transcendentals`, `bytes_accessed` (float or null) |
-| `memory_analysis` | dict                    | `available` (bool), `argument_bytes`, `output_bytes`, `temp_bytes`, `generated_code_bytes` (int or null) |
-| `compile_seconds` | float or null           | the time XLA took to compile it (null where not compiled)   |
-| `versions`        | dict[str, str]          | `jax`, `jaxlib`, `stablehlo` (the version `jax.export` serializes to), `platform` |
+    function          str     the function's name (`<lambda>` for a lambda)
+    file              str     its file, relative to the working directory where possible
+    line              int     the line of its `def` (0 where unknown)
+    source            str     its source, or the lambda's line ("" where unknown)
+    jaxpr             str     the jaxpr JAX traced for the call
+    stablehlo         str     the StableHLO module JAX lowered it to (MLIR text)
+    hlo               str     XLA's optimized HLO of the compiled executable ("" where not compiled)
+    exported          str     base64 of `jax.export`'s serialized artifact ("" where JAX cannot
+                              export the program): `jax.export.deserialize(base64.b64decode(...))
+                              .call(*inputs)` runs it on the flat inputs without the source; the
+                              leaves of what it returns (`jax.tree.leaves`) are the flat outputs
+    input_shapes      list[list[int]]   the shape of each flat array input
+    input_dtypes      list[str]         the dtype of each flat array input
+    static_args       dict[str, str]    each static argument's name and repr
+    cost_analysis     dict    `available` (bool), `flops`, `transcendentals`, `bytes_accessed`
+                              (float or null)
+    memory_analysis   dict    `available` (bool), `argument_bytes`, `output_bytes`, `temp_bytes`,
+                              `generated_code_bytes` (int or null)
+    compile_seconds   float or null     how long XLA took to compile it (null where not compiled)
+    versions          dict[str, str]    `jax`, `jaxlib`, `stablehlo` (the version `jax.export`
+                                        serializes to), `platform`
 
 Dataset records (`DatasetRecord`) add: `category` (str), `pass` ("forward" or "backward"), `seed`
 (int: the inputs' seed), `inputs` and `expected_outputs` (lists of `encode_array` dicts:
@@ -29,7 +33,7 @@ keys with the same types (null for an absent value), so `datasets.load_dataset("
 data_files=...)` reads the shards as they are. JAX documents its cost and memory analyses as
 unreliable (missing, or zero), hence their `available` flag.
 
-Stdlib and numpy only: `rax ir show` reads records without importing JAX.
+Stdlib and numpy (JAX only inside `versions`): `rax ir show` reads records without importing JAX.
 """
 
 from __future__ import annotations
