@@ -152,7 +152,8 @@ def test_capture_works_with_the_memory_check_off_and_its_failure_is_one_note(run
     assert failed.stderr.count("raximport:") == 1 and "IR capture (--dump-ir) failed for" in failed.stderr
 
 
-def test_show_lists_the_records_and_names_a_bad_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_lists_the_records_and_names_a_bad_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     shard = tmp_path / "ir" / "capture-1-00000.jsonl"
     fields = {key: None for key in record.RECORD_KEYS}
     good = {**fields, "function": "step", "file": "train.py", "line": 12, "stablehlo": "m" * 1200, "hlo": "h" * 30,
@@ -160,16 +161,27 @@ def test_show_lists_the_records_and_names_a_bad_line(tmp_path: Path, capsys: pyt
             "cost_analysis": {"available": True, "flops": 64.0}, "memory_analysis": {
                 "available": True, "argument_bytes": 1000, "output_bytes": 500, "temp_bytes": 0,
                 "generated_code_bytes": 0}}
-    write(shard, json.dumps(good) + "\n")
+    library = {**good, "function": "init_fn", "file": "/venv/lib/python3.11/site-packages/optax/_combining.py",
+               "input_shapes": [[2]] * 50, "input_dtypes": ["float32"] * 50, "static_args": {"config": "C" * 80},
+               "cost_analysis": {"available": False, "flops": None}, "memory_analysis": {"available": False}}
+    write(shard, json.dumps(good) + "\n" + json.dumps(library) + "\n")
     assert show.main([str(tmp_path / "ir")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].split("\t") == ["step", "train.py:12", "float32[8,4], int32[]", "n=3", "1,200", "30", "1.5 KB", "64"]
-    assert out[-1] == "1 record in 1 file"
+    assert out[2].split("\t") == ["init_fn", "optax/_combining.py:12", "float32[2], float32[2], float32[2], ... 50 in all",
+                                  "config=" + "C" * 37 + "...", "1,200", "30", "-", "-"]
+    assert out[-1] == "2 records in 1 file"
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # as on a terminal: a rich table
+    assert show.main([str(tmp_path / "ir")]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("┏━") and "train.py:12" in table and "2 records in 1 file" in table
+    monkeypatch.delenv("FORCE_COLOR")
 
     with open(shard, "a") as lines:
         lines.write('{"function": "cut off\n')
     assert show.main([str(tmp_path / "ir")]) == 2
-    assert f"{shard}:2: not a JSON record" in capsys.readouterr().err
+    assert f"{shard}:3: not a JSON record" in capsys.readouterr().err
     assert show.main([str(tmp_path / "missing")]) == 2
     assert "missing: no such file or directory" in capsys.readouterr().err
 

@@ -38,25 +38,40 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+SHOWN_INPUTS = 4  # a train step's parameters and optimizer state are dozens of arrays: the record has them all
+SHOWN_CHARS = 40  # of a static argument's repr (a config dataclass)
+
+
 def row(record: dict[str, Any]) -> tuple[str, ...]:
     """One record's cells, in COLUMNS order."""
-    inputs = ", ".join(f"{dtype}[{','.join(map(str, shape))}]"
-                       for dtype, shape in zip(record.get("input_dtypes") or [], record.get("input_shapes") or []))
-    static = ", ".join(f"{k}={v}" for k, v in (record.get("static_args") or {}).items())
+    inputs = [f"{dtype}[{','.join(map(str, shape))}]"
+              for dtype, shape in zip(record.get("input_dtypes") or [], record.get("input_shapes") or [])]
+    if len(inputs) > SHOWN_INPUTS:
+        inputs = [*inputs[:SHOWN_INPUTS - 1], f"... {len(inputs)} in all"]
+    static = ", ".join(f"{k}={_cut(v)}" for k, v in (record.get("static_args") or {}).items())
     memory = record.get("memory_analysis") or {}
     held = sum(memory.get(f"{f}_bytes") or 0 for f in ("argument", "output", "temp", "generated_code"))
     cost = record.get("cost_analysis") or {}
     flops = cost.get("flops")
     return (
         str(record.get("function", "?")) + (f" ({record['pass']})" if record.get("pass") else ""),
-        f"{record.get('file', '?')}:{record.get('line', '?')}",
-        inputs,
+        f"{_library_relative(str(record.get('file', '?')))}:{record.get('line', '?')}",
+        ", ".join(inputs),
         static,
         f"{len(record.get('stablehlo') or ''):,}",
         f"{len(record.get('hlo') or ''):,}",
         format_bytes(held) if memory.get("available") else "-",
         f"{flops:,.0f}" if cost.get("available") and flops is not None else "-",
     )
+
+
+def _library_relative(path: str) -> str:
+    """`optax/transforms/_combining.py` for a file of an installed package."""
+    return path.rsplit("-packages/", 1)[-1]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
 
 
 def _print_rich(rows: list[tuple[str, ...]], summary: str) -> None:
@@ -66,7 +81,10 @@ def _print_rich(rows: list[tuple[str, ...]], summary: str) -> None:
     table = Table(*COLUMNS, caption=summary)
     for column in table.columns[4:]:
         column.justify = "right"
-    table.columns[1].no_wrap = True
+    for column in (table.columns[0], *table.columns[4:]):
+        column.no_wrap = True
+    where = table.columns[1]  # kept whole where it fits: the line number is the point of it
+    where.overflow, where.min_width = "fold", min(max((len(cells[1]) for cells in rows), default=0), 32)
     for cells in rows:
         table.add_row(*cells)
     Console(highlight=False).print(table)
