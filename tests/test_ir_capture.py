@@ -62,14 +62,13 @@ sys.stdout.flush()
 os._exit(0)  # no exit handler runs: records are on disk as the run goes
 """
 
-ENV = {"RAX_XLA_CACHE": "0"}  # every signature is compiled, so the compile count is the signature count
-
-
 WORKER = """
 import jax, jax.numpy as jnp
 
 print(jax.jit(lambda v: v * 2)(jnp.ones(2)))
 """
+
+ENV = {"RAX_XLA_CACHE": "0"}  # every signature is compiled, so the compile count is the signature count
 
 
 def _run(run_python, tmp_path: Path, *options: str, script_args: tuple[str, ...] = ()):
