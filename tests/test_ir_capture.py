@@ -221,3 +221,21 @@ def test_the_canonical_hash_ignores_locations_and_the_module_name_only() -> None
     other = jax.jit(lambda x: jnp.sin(x) * 3).lower(1.0).as_text()
     assert "loc(" in first and "loc(" not in second and "@jit_scale" in first
     assert canonical_hash(first) == canonical_hash(second) != canonical_hash(other)
+
+
+
+def test_without_dump_ir_nothing_of_capture_is_installed(load) -> None:
+    from jax._src.interpreters import pxla
+
+    mod = load("no_dump", """
+        import jax, jax.numpy as jnp
+
+        @jax.jit
+        def double(x):
+            return x * 2
+
+        def run():
+            return double(jnp.ones(3))
+    """)
+    assert float(mod.run().sum()) == 6.0
+    assert "raximport" not in pxla.lower_sharding_computation.__code__.co_filename  # JAX's lowering, untouched
