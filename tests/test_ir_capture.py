@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raximport.cli import main as rax
 from raximport.ir import record, show
 from raximport.ir.record import JsonlWriter, RecordError, canonical_hash, decode_array, encode_array, read_records
 from tests.helpers import write
@@ -164,7 +165,7 @@ def test_show_lists_the_records_and_names_a_bad_line(tmp_path: Path, capsys: pyt
                "input_shapes": [[2]] * 50, "input_dtypes": ["float32"] * 50, "static_args": {"config": "C" * 80},
                "cost_analysis": {"available": False, "flops": None}, "memory_analysis": {"available": False}}
     write(shard, json.dumps(good) + "\n" + json.dumps(library) + "\n")
-    assert show.main([str(tmp_path / "ir")]) == 0
+    assert rax(["ir", "show", str(tmp_path / "ir")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].split("\t") == ["step", "train.py:12", "float32[8,4], int32[]", "n=3", "1,200", "30", "1.5 KB", "64"]
     assert out[2].split("\t") == ["init_fn", "optax/_combining.py:12", "float32[2], float32[2], float32[2], ... 50 in all",
