@@ -148,8 +148,6 @@ def _cost(executable: Any) -> Cost:
         analysis = executable.cost_analysis()
     except Exception:
         analysis = None
-    if isinstance(analysis, (list, tuple)):  # one per program on older jaxlibs
-        analysis = analysis[0] if analysis else None
     analysis = analysis if isinstance(analysis, dict) else {}
     values = {key: analysis.get(name) for key, name in
               (("flops", "flops"), ("transcendentals", "transcendentals"), ("bytes_accessed", "bytes accessed"))}
