@@ -109,12 +109,8 @@ def _record(name: str, source: str, args: list[np.ndarray]) -> tuple[dict[str, A
     exec(compile(source, SOURCE_FILE, "exec"), namespace)  # the grammar's own code, generated above
     fun = namespace[name]
     avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args]
-    jitted = jax.jit(fun)
-    traced = jitted.trace(*avals)
-    lowered = traced.lower()
+    traced, lowered, compiled, exported = _driver()(jax, fun, avals)
     stablehlo = lowered.as_text()
-    compiled = lowered.compile()
-    exported = jax.export.export(jitted)(*avals).serialize()
     result = compiled(*args)
     outputs = jax.tree.leaves(result)
     record = {
@@ -125,7 +121,7 @@ def _record(name: str, source: str, args: list[np.ndarray]) -> tuple[dict[str, A
         "jaxpr": str(traced.jaxpr),
         "stablehlo": stablehlo,
         "hlo": compiled.as_text(),
-        "exported": base64.b64encode(exported).decode("ascii"),
+        "exported": base64.b64encode(exported.serialize()).decode("ascii"),
         "input_shapes": [list(a.shape) for a in args],
         "input_dtypes": [a.dtype.name for a in args],
         "static_args": {},
@@ -144,6 +140,29 @@ def _record(name: str, source: str, args: list[np.ndarray]) -> tuple[dict[str, A
 
 
 _versions = functools.cache(versions)
+
+DRIVER = """
+def lower(jax, fun, avals):
+    jitted = jax.jit(fun)
+    traced = jitted.trace(*avals)
+    lowered = traced.lower()
+    return traced, lowered, lowered.compile(), jax.export.export(jitted)(*avals)
+"""
+
+
+@functools.cache
+def _driver() -> Callable[..., Any]:
+    """Trace, lower, compile and export a function from code of its own ("<rax ir driver>"), with
+    JAX's locations naming only the innermost frame outside JAX: the IR (the HLO's metadata, the
+    artifact's debug locations) then names the generated source and this driver, never the
+    generator's files or whoever called it (a worker, the CLI, pytest), which would differ between
+    runs of one seed."""
+    import jax
+
+    jax.config.update("jax_include_full_tracebacks_in_locations", False)
+    namespace: dict[str, Any] = {}
+    exec(compile(DRIVER, "<rax ir driver>", "exec"), namespace)
+    return namespace["lower"]
 
 
 def built_in_order(seed: int, categories: Sequence[str], jobs: int) -> Iterator[Built]:

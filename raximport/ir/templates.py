@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 FLOATS = ("float32", "float64")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 INTS = ("int32", "int64")
 DIMS = (1, 2, 3, 4, 5, 6, 8)
 
@@ -135,7 +136,10 @@ class Gen:
         if depth <= 0 or self.chance(0.2):
             return self.const() if self.chance(0.15) else str(self.pick(leaves))
         if self.chance(0.4):
-            return str(self.pick(unary)).format(self._expr(leaves, depth - 1, unary, binary))
+            inner = self._expr(leaves, depth - 1, unary, binary)
+            if _NUMBER.fullmatch(inner):  # jnp.sin(0.5) would be a float64 constant under x64
+                return inner
+            return str(self.pick(unary)).format(inner)
         return str(self.pick(binary)).format(self._expr(leaves, depth - 1, unary, binary),
                                              self._expr(leaves, depth - 1, unary, binary))
 
@@ -349,8 +353,7 @@ def indexing(g: Gen) -> list[str]:
 def _dynamic_slice(g: Gen, x: str, shape: tuple[int, ...]) -> list[str]:
     size = g.int(1, shape[0])
     start = g.index_arg((), shape[0] - size + 1)
-    zeros = ", 0" * (len(shape) - 1)
-    return [f"s = jax.lax.dynamic_slice({x}, ({start}{zeros}), ({size},) + {x}.shape[1:])",
+    return [f"s = jax.lax.dynamic_slice({x}, {_offsets(start, shape)}, ({size},) + {x}.shape[1:])",
             f"return {g.expr(['s'], 1)}"]
 
 
@@ -358,8 +361,12 @@ def _dynamic_update(g: Gen, x: str, shape: tuple[int, ...]) -> list[str]:
     size = g.int(1, shape[0])
     update = g.arg((size,) + shape[1:])
     start = g.index_arg((), shape[0] - size + 1)
-    zeros = ", 0" * (len(shape) - 1)
-    return [f"return jax.lax.dynamic_update_slice({x}, {g.expr([update], 1)}, ({start}{zeros}))"]
+    return [f"return jax.lax.dynamic_update_slice({x}, {g.expr([update], 1)}, {_offsets(start, shape)})"]
+
+
+def _offsets(start: str, shape: tuple[int, ...]) -> str:
+    """The start indices tuple: `start` along the first axis, 0 along the others."""
+    return f"({', '.join([start] + ['0'] * (len(shape) - 1))},)"
 
 
 def _unique_rows(g: Gen, x: str, shape: tuple[int, ...], method: str) -> list[str]:
