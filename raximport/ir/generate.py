@@ -58,10 +58,15 @@ class Built:
     error: str | None = None
 
 
+def category_of(index: int, categories: Sequence[str]) -> str:
+    """Function `index`'s category: the categories take turns."""
+    return categories[index % len(categories)]
+
+
 def build(seed: int, index: int, categories: Sequence[str]) -> Built:
     """The records of function `index` of the run: forward, and backward where differentiable.
     A function the grammar made that JAX refuses is a bug in a template: returned as an error."""
-    category = categories[index % len(categories)]
+    category = category_of(index, categories)
     name = f"{category}_{index:06d}"
     spec = templates.spec(category, np.random.default_rng([seed, index]))
     record_seed = function_seed(seed, index)
