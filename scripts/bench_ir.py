@@ -40,6 +40,8 @@ def main() -> int:
         summary, paths = generate.generate(ns.count, out, ns.seed, jobs=ns.jobs)
         seconds = time.perf_counter() - start
         print("\n".join(summary.lines(paths, seconds)))
+        for failure in summary.failures:
+            print(f"failed: {failure}")
         scaled = seconds * FULL / summary.records
         print(f"generate: {summary.records:,} records in {seconds:.0f} s ({summary.records / seconds:.1f} records/s); "
               f"{FULL:,} records at this rate: {scaled / 60:.1f} min (goal {GOAL_SECONDS // 60} min)")

@@ -34,7 +34,7 @@ import numpy as np
 
 from raximport.ir import templates
 from raximport.ir.capture import _cost, _memory
-from raximport.ir.record import JsonlWriter, canonical_hash, encode_array, record_files, versions
+from raximport.ir.record import JsonlWriter, canonical_hash, decode_array, encode_array, record_files, versions
 from raximport.ir.stats import dtype_of
 
 SOURCE_FILE = "<rax ir generate>"
@@ -85,6 +85,8 @@ def build(seed: int, index: int, categories: Sequence[str]) -> Built:
             vjp_source = source + "\n\n" + _vjp_source(name, spec, len(cotangents), is_tuple)
             backward, _ = _record(f"{name}_vjp", vjp_source, inputs + cotangents)
             backward.update(category=category, seed=record_seed, **{"pass": "backward"})
+            if not all(np.isfinite(decode_array(g)).all() for g in backward["expected_outputs"]):
+                return Built(index, [forward])  # at a point where it has no derivative (std of one value)
             return Built(index, [forward, backward])
     except Exception as exc:  # noqa: BLE001 - reported by the parent with the function's source
         return Built(index, [], f"{name}: {type(exc).__name__}: {exc}\n{HEADER + spec.source(name)}")

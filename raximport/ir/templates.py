@@ -140,8 +140,8 @@ class Gen:
             if _NUMBER.fullmatch(inner):  # jnp.sin(0.5) would be a float64 constant under x64
                 return inner
             return str(self.pick(unary)).format(inner)
-        return str(self.pick(binary)).format(self._expr(leaves, depth - 1, unary, binary),
-                                             self._expr(leaves, depth - 1, unary, binary))
+        left, right = self._expr(leaves, depth - 1, unary, binary), self._expr(leaves, depth - 1, unary, binary)
+        return str(self.pick(binary)).format(left, right if right != left else self.const())  # not x - x
 
 
 def _size(shape: Sequence[int]) -> int:
@@ -353,7 +353,7 @@ def indexing(g: Gen) -> list[str]:
 def _dynamic_slice(g: Gen, x: str, shape: tuple[int, ...]) -> list[str]:
     size = g.int(1, shape[0])
     start = g.index_arg((), shape[0] - size + 1)
-    return [f"s = jax.lax.dynamic_slice({x}, {_offsets(start, shape)}, ({size},) + {x}.shape[1:])",
+    return [f"s = jax.lax.dynamic_slice_in_dim({x}, {start}, {size}, axis=0)",
             f"return {g.expr(['s'], 1)}"]
 
 
@@ -361,12 +361,7 @@ def _dynamic_update(g: Gen, x: str, shape: tuple[int, ...]) -> list[str]:
     size = g.int(1, shape[0])
     update = g.arg((size,) + shape[1:])
     start = g.index_arg((), shape[0] - size + 1)
-    return [f"return jax.lax.dynamic_update_slice({x}, {g.expr([update], 1)}, {_offsets(start, shape)})"]
-
-
-def _offsets(start: str, shape: tuple[int, ...]) -> str:
-    """The start indices tuple: `start` along the first axis, 0 along the others."""
-    return f"({', '.join([start] + ['0'] * (len(shape) - 1))},)"
+    return [f"return jax.lax.dynamic_update_slice_in_dim({x}, {g.expr([update], 1)}, {start}, axis=0)"]
 
 
 def _unique_rows(g: Gen, x: str, shape: tuple[int, ...], method: str) -> list[str]:
