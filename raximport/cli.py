@@ -165,12 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--include-user-xla-dir", action="store_true",
                        help="clear: also empty the JAX_COMPILATION_CACHE_DIR you set, which is otherwise only listed "
                             "(other programs may share it)")
+    commands.add_parser("ir", help="IR records: show, generate, validate, stats (rax ir --help)", add_help=False)
     if argv[:1] == ["run"]:
         return run(argv[1:], prog="rax run")
     if argv[:1] == ["annotate"]:
         from raximport.annotate import main as annotate
 
         return annotate(argv[1:])
+    if argv[:1] == ["ir"]:
+        from raximport.ir.__main__ import main as ir_main
+
+        return ir_main(argv[1:])
     ns = parser.parse_args(argv)
     if ns.command == "cache":
         return cache_command(ns.action, ns.cache_dir, ns.include_user_xla_dir, cache)

@@ -246,6 +246,9 @@ class Config:
     report_json: str | None = option(
         None, _file, "also write every report (errors with their fix, recompilations...) as JSON to this file",
         metavar="PATH", inherit=False)  # a child process would overwrite its parent's file
+    dump_ir: str | None = option(
+        None, _file, "write each compiled function's jaxpr, StableHLO, optimized HLO and jax.export artifact "
+        "as JSONL records in this directory (see `rax ir show`)", metavar="DIR")
     traceback: str = option(
         "short", _one_of(*TRACEBACK_MODES), "short: fold the frames of jax, jaxtyping, beartype and raximport in "
         "tracebacks; full: Python's complete traceback", metavar="MODE", choices=TRACEBACK_MODES)

@@ -1,20 +1,26 @@
 """The private JAX API raximport relies on, in one place, written for jax 0.10.2.
 
-Three things need JAX's internals. Two questions (`jax._src.core`): is any trace in progress
-(auto-jit asks on every call), and was the jit being traced called from plain Python (the memory
-check asks once per compiled signature). Each answer falls back on JAX's public API for libraries,
-`jax.extend.core.take_current_trace`, which is slower (it swaps the current trace in and out). And
-one sight, with no public equivalent: the executable JAX has just compiled for a call, before it
-runs (`pxla.MeshComputation.compile`), which the memory check reads. If what a feature needs has
-moved, raximport warns once (RaxWarning) and the feature steps aside: auto-jit runs functions as
-plain Python, the memory check is skipped. JAX is imported on the first question, not before.
+Two questions need JAX's internals (`jax._src.core`): is any trace in progress (auto-jit asks on
+every call), and was the jit being traced called from plain Python (the memory check and IR
+capture ask once per compiled signature). Each answer falls back on JAX's public API for
+libraries, `jax.extend.core.take_current_trace`, which is slower (it swaps the current trace in
+and out). Three sights have no public equivalent: the program JAX has just compiled for a call,
+before it runs (`pxla.MeshComputation.compile`), which the memory check and IR capture read; the
+jaxpr JAX lowered that program from (`pxla.lower_sharding_computation`); and a `jax.export`
+artifact built from that same lowering (`_export._export_lowered`), which IR capture records. If
+what a feature needs has moved, raximport warns once (RaxWarning) and the feature steps aside:
+auto-jit runs functions as plain Python, the memory check is skipped, the IR records lack the
+jaxpr or the export. JAX is imported on the first question, not before.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+import time
 import warnings
+import weakref
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from raximport.errors import RaxWarning
@@ -82,35 +88,102 @@ def _public_check(test: Callable[[object], bool], private_name: str, consequence
 
 # --- the programs JAX compiles ----------------------------------------------------------------
 
-CompileListener = Callable[[str, Any], None]
+@dataclass(frozen=True)
+class Compilation:
+    """A program JAX has just compiled for a call (or loaded from its persistent cache)."""
+
+    name: str  # JAX's: "jit(step)"
+    computation: Any  # the MeshComputation compiled: its StableHLO module and compile arguments
+    executable: Any  # the MeshExecutable that will run
+    seconds: float  # how long the compile (or the cache load) took
+
+
+CompileListener = Callable[[Compilation], None]
 _compile_listeners: list[CompileListener] = []
 
 
 def on_compile(listener: CompileListener) -> bool:
-    """Call `listener(name, executable)` each time JAX has compiled a program (or loaded it from its
+    """Call `listener(compilation)` each time JAX has compiled a program (or loaded it from its
     persistent cache) and before it runs: the one compile JAX makes for a call, never a second.
-    `name` is JAX's ("jit(step)"). An exception from the listener propagates to the call, so the
-    memory check can refuse a step. False, with one warning, if JAX's compile step has moved."""
+    An exception from the listener propagates to the call, so the memory check can refuse a step.
+    Listeners are told in the order they were added. False, with one warning, if JAX's compile
+    step has moved."""
     if listener in _compile_listeners:
         return True
     try:
         from jax._src.interpreters.pxla import MeshComputation
     except ImportError:
-        _moved("jax._src.interpreters.pxla.MeshComputation", "the memory check before each new step is off")
+        _moved("jax._src.interpreters.pxla.MeshComputation", "the memory check and IR capture are off")
         return False
     if not _compile_listeners:
         compile_program = MeshComputation.compile
 
         @functools.wraps(compile_program)
         def compile_and_tell(self: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
             executable = compile_program(self, *args, **kwargs)
+            compilation = Compilation(getattr(self, "_name", ""), self, executable, time.perf_counter() - start)
             for tell in tuple(_compile_listeners):
-                tell(getattr(self, "_name", ""), executable)
+                tell(compilation)
             return executable
 
         MeshComputation.compile = compile_and_tell
     _compile_listeners.append(listener)
     return True
+
+
+_lowered_from: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+@functools.cache
+def remember_jaxprs() -> bool:
+    """From now on, remember the ClosedJaxpr JAX lowers each jit program from, for `jaxpr_of`:
+    JAX's own trace of the call, not a second one. False, with one warning, if that step moved."""
+    try:
+        from jax._src.interpreters import pxla
+
+        lower = pxla.lower_sharding_computation
+    except (ImportError, AttributeError):
+        _moved("jax._src.interpreters.pxla.lower_sharding_computation", "IR records have no jaxpr")
+        return False
+
+    @functools.wraps(lower)
+    def lower_and_remember(closed_jaxpr: Any, *args: Any, **kwargs: Any) -> Any:
+        computation = lower(closed_jaxpr, *args, **kwargs)
+        _lowered_from[computation] = closed_jaxpr
+        return computation
+
+    pxla.lower_sharding_computation = lower_and_remember
+    return True
+
+
+def jaxpr_of(computation: Any) -> Any:
+    """The ClosedJaxpr `computation` was lowered from, if `remember_jaxprs` saw it; else None."""
+    return _lowered_from.get(computation)
+
+
+def input_avals(computation: Any) -> list[Any]:
+    """The abstract values of a lowered program's flat inputs, unused ones included."""
+    return list(computation.compile_args["all_args_info"].in_avals)
+
+
+def export_artifact(computation: Any, jaxpr: Any) -> bytes | None:
+    """`jax.export`'s serialized artifact of the program JAX lowered for a call, built from that
+    lowering (no second trace, lowering or compile). Its inputs are the program's flat array
+    inputs and it returns the flat outputs as a tuple. None, with one warning, if JAX's export
+    internals moved."""
+    try:
+        from jax._src import stages, tree_util
+        from jax._src.export._export import _export_lowered
+    except ImportError:
+        _moved("jax._src.export._export._export_lowered", "IR records have no jax.export artifact")
+        return None
+    avals = input_avals(computation)
+    in_tree = tree_util.tree_structure((tuple(avals), {}))
+    args_info = in_tree.unflatten([stages.ArgInfo(aval, False) for aval in avals])
+    out_tree = tree_util.tree_structure(tuple(computation.compile_args["global_out_avals"]))
+    lowered = stages.Lowered(computation, args_info, out_tree)
+    return _export_lowered(lowered, jaxpr, computation._name).serialize()
 
 
 def memory_stats(executable: Any) -> Any:

@@ -75,11 +75,16 @@ def static_parameters(jitted: Any) -> tuple[list[str], set[str]] | None:
     spec = getattr(jitted, "__rax_static__", None)
     if spec is None:
         return None
-    nums, names = spec
+    return static_names(inspect.unwrap(jitted), *spec)
+
+
+def static_names(fun: Callable[..., Any], nums: Any, names: Any) -> tuple[list[str], set[str]]:
+    """(the positional parameters, the static ones) of `fun` jitted with static_argnums `nums`
+    and static_argnames `names`."""
     nums = (nums,) if isinstance(nums, int) else tuple(nums or ())
     static = {names} if isinstance(names, str) else set(names or ())
     try:
-        parameters = inspect.signature(inspect.unwrap(jitted)).parameters.values()
+        parameters = inspect.signature(fun).parameters.values()
     except (TypeError, ValueError):
         return [], static
     positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -140,10 +145,15 @@ def _watched(fun: Callable[..., Any], config: "Config", on_churn: Churn | None, 
             watch.on_trace(args, kwargs)
         except Exception as exc:  # a value the watch cannot describe: the trace goes on unwatched
             stepped_aside("the recompilation watch", function_name(fun), exc, config)
-        if config.memory_check and jax_internals.is_top_level_trace():
-            from raximport import memory
+        if (config.memory_check or config.dump_ir) and jax_internals.is_top_level_trace():
+            if config.dump_ir:
+                from raximport.ir import capture
 
-            memory.expect_compile(traced, fun, options, args, kwargs, config, relower)
+                capture.expect_compile(traced, fun, options, args, kwargs, config)
+            if config.memory_check:
+                from raximport import memory
+
+                memory.expect_compile(traced, fun, options, args, kwargs, config, relower)
         return fun(*args, **kwargs)
 
     return traced

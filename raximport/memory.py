@@ -381,18 +381,18 @@ def expect_compile(traced: Callable[..., Any], fun: Callable[..., Any], options:
     _expected.value = Expected(name, fun, options, abstract_args, abstract_kwargs, config, jit)
 
 
-def _on_compile(name: str, executable: Any) -> None:
+def _on_compile(compilation: jax_internals.Compilation) -> None:
     expected = getattr(_expected, "value", None)
-    if expected is None or expected.name != name:
+    if expected is None or expected.name != compilation.name:
         return  # another program (an eager op, a jit raximport did not make)
     _expected.value = None
     try:
-        footprint = Footprint.of(executable)
+        footprint = Footprint.of(compilation.executable)
     except Exception:
         return  # the check is a service: if XLA cannot analyse the program, it runs as is
     try:
         check_compiled(expected.fun, expected.options, expected.args, expected.kwargs, footprint,
-                       _device_count(executable), expected.config, expected.jit)
+                       _device_count(compilation.executable), expected.config, expected.jit)
     except RaxOutOfMemoryError:
         raise
     except Exception as exc:  # raximport's failure is never the user's: the step runs unchecked

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
-from typing import Any, Sequence
+from typing import Any, Sequence, TextIO
 
 from raximport.provenance import is_user_file
 
@@ -213,14 +213,15 @@ def recorded(json_path: str) -> list[dict[str, Any]]:
     return list(_shown.get(json_path, []))
 
 
-def use_rich() -> bool:
-    """Rich formatting on a terminal; plain text when stderr is not one or NO_COLOR is set."""
+def use_rich(stream: TextIO | None = None) -> bool:
+    """Rich formatting on a terminal; plain text when `stream` (stderr by default) is not one or
+    NO_COLOR is set."""
     if os.environ.get("NO_COLOR"):
         return False
     if os.environ.get("FORCE_COLOR"):
         return True
     try:
-        return sys.stderr.isatty()
+        return (stream or sys.stderr).isatty()
     except (AttributeError, ValueError):
         return False
 

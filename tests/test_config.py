@@ -100,7 +100,8 @@ def test_every_option_travels_to_a_child_process_through_to_env(tmp_path: Path) 
                "project_root": str(tmp_path), "checks": False, "jit": False, "autojit": False, "memory_check": False,
                "memory_limit": "3GB", "memory_report": True, "verbose": True, "cache_dir": str(tmp_path / "c"),
                "xla_cache": False, "xla_cache_max_size": "1GB", "slow_compile_secs": 0.5, "traceback": "full",
-               "strict": True, "nan_guard": True, "debug_nans": True, "debug_keys": True}
+               "strict": True, "nan_guard": True, "debug_nans": True, "debug_keys": True,
+               "dump_ir": str(tmp_path / "ir")}
     assert set(changed) == {o.name for o in OPTIONS if o.inherit}, "a new option needs a value here"
     parent = load_config(changed, environ={})
     child = load_config(environ=parent.to_env())

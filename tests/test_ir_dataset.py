@@ -1,0 +1,209 @@
+"""`rax ir generate/validate/stats`: a synthetic Python -> IR dataset whose every category yields
+complete records, that is the same bytes for a seed whatever the number of workers, holds one
+record per program, and whose validation passes when the records are sound and fails when an
+output, an artifact or a gradient is wrong."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raximport import cli
+from raximport.ir import generate, stats, templates, validate
+from raximport.ir.record import DATASET_KEYS, RECORD_KEYS, canonical_hash, decode_array, encode_array
+
+COUNT = 24  # records: more than one function of each of the 10 categories
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ir") / "data"
+    summary, paths = generate.generate(COUNT, out, seed=3, jobs=1, shard_size=10)
+    assert summary.failures == [] and summary.records == COUNT and len(paths) == 3
+    return out
+
+
+def lines(directory: Path) -> list[tuple[Path, int, dict]]:
+    return [(path, number, json.loads(line)) for path in sorted(directory.glob("*.jsonl"))
+            for number, line in enumerate(path.read_text().splitlines(), 1)]
+
+
+def test_every_category_yields_complete_records(dataset: Path) -> None:
+    records = [r for _, _, r in lines(dataset)]
+    assert {r["category"] for r in records if r["pass"] == "forward"} == set(templates.CATEGORIES)
+    assert {r["pass"] for r in records} == {"forward", "backward"}
+    assert {"float32", "float64"} <= {d for r in records for d in r["input_dtypes"]}
+    for r in records:
+        assert tuple(r) == DATASET_KEYS
+        assert "{ lambda" in r["jaxpr"] and "stablehlo." in r["stablehlo"] and "HloModule" in r["hlo"]
+        assert r["cost_analysis"]["available"] and r["memory_analysis"]["available"]
+        assert r["id"] == canonical_hash(r["stablehlo"])
+        assert [list(decode_array(i).shape) for i in r["inputs"]] == r["input_shapes"]
+        assert r["source"].splitlines()[r["line"] - 1].startswith(f"def {r['function']}(")
+        namespace: dict = {}
+        exec(r["source"], namespace)  # the source stands alone
+        assert callable(namespace[r["function"]])
+    backward = next(r for r in records if r["pass"] == "backward")
+    assert "jax.vjp(" in backward["source"] and backward["function"].endswith("_vjp")
+
+
+def test_every_line_of_a_shard_has_the_same_keys_and_json_types(dataset: Path) -> None:
+    """What datasets.load_dataset("json", data_files=...) needs to read the shards as they are:
+    the same keys everywhere, and each key's values of one JSON type (or null)."""
+
+    def leaves(value: object, path: str = "") -> dict[str, str]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in leaves(item, f"{path}/{key}").items()}
+        return {path: "list" if isinstance(value, list) else type(value).__name__}
+
+    for path in sorted(dataset.glob("*.jsonl")):
+        shapes = [leaves(record) for p, _, record in lines(dataset) if p == path]
+        assert all(shape.keys() == shapes[0].keys() for shape in shapes)
+        for key in shapes[0]:
+            assert len({shape[key] for shape in shapes} - {"NoneType"}) <= 1, key
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_bytes_with_one_worker_or_two(dataset: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    run = subprocess.run([sys.executable, "-m", "raximport.ir", "generate", "--count", str(COUNT), "--out",
+                          str(again), "--seed", "3", "--jobs", "2", "--shard-size", "10"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert f"wrote {COUNT} records" in run.stdout and "0 functions failed" in run.stdout
+    names = sorted(p.name for p in dataset.glob("*.jsonl"))
+    assert names == sorted(p.name for p in again.glob("*.jsonl"))
+    for name in names:
+        assert (dataset / name).read_bytes() == (again / name).read_bytes()
+    other = generate.build(4, 0, tuple(templates.CATEGORIES)).records[0]  # another seed, another function
+    assert other["source"] != lines(dataset)[0][2]["source"]
+
+
+def test_a_program_seen_before_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = generate.build(3, 0, ("arithmetic",))
+    same = generate.build(3, 0, ("arithmetic",))
+    renamed = [dict(r, function=r["function"] + "_again") for r in same.records]
+
+    def built(seed: int, categories: object, jobs: int):
+        yield first
+        yield generate.Built(1, renamed)
+        yield generate.build(3, 2, ("arithmetic",))
+
+    monkeypatch.setattr(generate, "built_in_order", built)
+    summary, _ = generate.generate(10, tmp_path / "out", seed=3)
+    written = [r for _, _, r in lines(tmp_path / "out")]
+    assert summary.duplicates == len(renamed) and len(written) == summary.records
+    assert len({r["id"] for r in written}) == len(written)
+    assert not any(r["function"].endswith("_again") for r in written)
+
+
+def test_validate_passes_on_a_fresh_dataset(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["ir", "validate", str(dataset), "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    backward = sum(r["pass"] == "backward" for _, _, r in lines(dataset))
+    assert f"{COUNT} records: {COUNT} passed, 0 failed" in out
+    assert f"{backward} backward records checked by central differences" in out and backward > 0
+
+
+def _rewrite(dataset: Path, tmp_path: Path, change) -> Path:
+    """A copy of the dataset's records in one file, `change(number, record)` applied to each."""
+    out = tmp_path / "changed.jsonl"
+    with out.open("w") as f:
+        for number, (_, _, record) in enumerate(lines(dataset), 1):
+            f.write(json.dumps(change(number, record) or record) + "\n")
+    return out
+
+
+def test_validate_catches_a_wrong_output_and_a_corrupted_artifact(dataset: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    def corrupt(number: int, record: dict) -> None:
+        if number == 2:
+            wrong = decode_array(record["expected_outputs"][0]).copy()
+            wrong.flat[0] += 1 if wrong.dtype.kind in "iu" else 0.5
+            record["expected_outputs"][0] = encode_array(wrong)
+        if number == 5:
+            blob = bytearray(base64.b64decode(record["exported"]))
+            del blob[len(blob) // 2:]  # truncated
+            record["exported"] = base64.b64encode(bytes(blob)).decode()
+
+    assert validate.main([str(_rewrite(dataset, tmp_path, corrupt)), "--jobs", "1"]) == 1
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 2 and f"{COUNT - 2} passed, 2 failed" in out
+    assert failed[0].startswith("FAILED changed.jsonl:2 ") and "differs from expected_outputs" in failed[0]
+    assert failed[1].startswith("FAILED changed.jsonl:5 ") and "exported" in failed[1]
+
+
+def test_validate_checks_gradients_numerically(dataset: Path, tmp_path: Path) -> None:
+    """A backward artifact that computes twice the gradient, with outputs to match: only the
+    central differences of its forward record can tell."""
+    import jax
+
+    target = next(n for n, (_, _, r) in enumerate(lines(dataset), 1) if r["pass"] == "backward")
+
+    def double(number: int, record: dict) -> None:
+        if number != target:
+            return
+        namespace: dict = {}
+        exec(record["source"], namespace)
+        pullback = namespace[record["function"]]
+        wrong = lambda *args: jax.tree.map(lambda g: 2 * g, pullback(*args))  # noqa: E731
+        inputs = [decode_array(i) for i in record["inputs"]]
+        with jax.enable_x64(True):
+            avals = [jax.ShapeDtypeStruct(i.shape, i.dtype) for i in inputs]
+            record["exported"] = base64.b64encode(jax.export.export(jax.jit(wrong))(*avals).serialize()).decode()
+            record["expected_outputs"] = [encode_array(np.asarray(o)) for o in jax.tree.leaves(wrong(*inputs))]
+
+    outcomes = list(validate.validate([_rewrite(dataset, tmp_path, double)]))
+    failed = [o for o in outcomes if o.status == "failed"]
+    assert [o.where for o in failed] == [f"changed.jsonl:{target}"]
+    assert "central differences" in failed[0].reason
+
+
+def test_validate_checks_a_capture_for_structure_only(dataset: Path, tmp_path: Path) -> None:
+    captured = {k: v for k, v in lines(dataset)[0][2].items() if k in RECORD_KEYS}
+    (tmp_path / "capture.jsonl").write_text(json.dumps(captured) + "\n")
+    [outcome] = validate.validate([tmp_path / "capture.jsonl"])
+    assert (outcome.status, outcome.kind) == ("structure only", "capture")
+    captured["input_shapes"][0] = [*captured["input_shapes"][0], 7]
+    (tmp_path / "capture.jsonl").write_text(json.dumps(captured) + "\n")
+    [outcome] = validate.validate([tmp_path / "capture.jsonl"])
+    assert outcome.status == "failed" and "the record says" in outcome.reason
+
+
+def test_validate_and_stats_refuse_what_is_not_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    assert validate.main([str(tmp_path), "--jobs", "1"]) == 2
+    assert stats.main([str(tmp_path)]) == 2
+    assert validate.main([str(tmp_path / "missing")]) == 2
+    assert "bad.jsonl:1" in capsys.readouterr().err
+
+
+def test_generate_refuses_a_directory_that_holds_records(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert generate.main(["--count", "1", "--out", str(dataset)]) == 2
+    assert "already holds records" in capsys.readouterr().err
+
+
+def test_stats(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["ir", "stats", str(dataset)]) == 0
+    out = capsys.readouterr().out
+    records = [r for _, _, r in lines(dataset)]
+    forward = sum(r["pass"] == "forward" for r in records)
+    assert out.startswith(f"{COUNT} records\n") and f"forward {forward}" in out
+    assert "arithmetic " in out and "stablehlo " in out and "mean chars" in out
+    top = [line.split() for line in out.splitlines() if line.startswith("  stablehlo.")]
+    assert top and all(int(a[1].replace(",", "")) >= int(b[1].replace(",", "")) for a, b in zip(top, top[1:]))
+    assert stats.ops("%0 = stablehlo.add %a, %b\n%1 = stablehlo.add %0, %0\nstablehlo.return %1") == \
+        {"stablehlo.add": 2, "stablehlo.return": 1}
+
+
+def test_rax_ir_lists_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["ir"]) == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in ("show", "generate", "validate", "stats"))
