@@ -163,8 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--include-user-xla-dir", action="store_true",
                        help="clear: also empty the JAX_COMPILATION_CACHE_DIR you set, which is otherwise only listed "
                             "(other programs may share it)")
+    commands.add_parser("lint", help="lint JAX code: the JAX checklist as static checks, in Ruff's conventions",
+                        add_help=False)
     if argv[:1] == ["run"]:
         return run(argv[1:], prog="rax run")
+    if argv[:1] == ["lint"]:
+        from raximport.lint.__main__ import main as lint
+
+        return lint(argv[1:], prog="rax lint")
     ns = parser.parse_args(argv)
     if ns.command == "cache":
         return cache_command(ns.action, ns.cache_dir, ns.include_user_xla_dir, cache)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,6 +46,7 @@ ARRAY_TYPES: frozenset[str] = frozenset(
         "chex.ArrayDevice",
     }
 )
+NEWLINE = re.compile(r"\r\n|\r|\n")  # what ends a line for Python (str.splitlines also splits on \f...)
 _OPTIONS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
 
 
@@ -116,7 +118,9 @@ class SourceFile:
     def __init__(self, path: str | Path, text: str, *, dimensions: frozenset[str] = frozenset()) -> None:
         self.path = str(path)
         self.text = text
-        self.lines = text.splitlines()
+        self.lines = NEWLINE.split(text)
+        if self.lines[-1] == "":
+            self.lines.pop()
         self.dimensions = dimensions  # dimension names the project's config adds to RAX102's vocabulary
 
     @cached_property
