@@ -50,7 +50,12 @@ class Finding:
 
     @classmethod
     def at(cls, code: str, node: ast.AST, message: str, fix: Fix | None = None) -> Finding:
-        """The finding spanning `node` (a statement, expression, argument...)."""
+        """The finding spanning `node` (a statement, expression, argument...); for a function or
+        class, its `def name` / `class name` (the whole body would be noise in an editor)."""
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            keyword = {ast.FunctionDef: "def ", ast.AsyncFunctionDef: "async def ", ast.ClassDef: "class "}[type(node)]
+            end = node.col_offset + len(keyword) + len(node.name)
+            return cls(code, message, node.lineno, node.col_offset, node.lineno, end, fix)
         row = getattr(node, "lineno", 1)
         col = getattr(node, "col_offset", 0)
         end_row = getattr(node, "end_lineno", None) or row
