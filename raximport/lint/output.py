@@ -144,11 +144,11 @@ def summary(outcome: Outcome, unsafe: bool, fixing: bool) -> str:
         text = f"Found {remaining} error{'s' if remaining != 1 else ''}.\n"
     fixable = sum(1 for f in outcome.files for finding in f.findings if applicable(finding, unsafe))
     hidden = sum(1 for f in outcome.files for finding in f.findings if finding.fix and not finding.fix.safe) if not unsafe else 0
+    more = f"{hidden} hidden fix{'es' if hidden != 1 else ''} can be enabled with the `--unsafe-fixes` option"
     if fixable and not fixing:
-        text += f"[*] {fixable} fixable with the `--fix` option"
-        text += f" ({hidden} hidden fixes can be enabled with the `--unsafe-fixes` option).\n" if hidden else ".\n"
+        text += f"[*] {fixable} fixable with the `--fix` option" + (f" ({more}).\n" if hidden else ".\n")
     elif hidden:
-        text += f"No fixes available ({hidden} hidden fixes can be enabled with the `--unsafe-fixes` option).\n"
+        text += f"No fixes available ({more}).\n"
     return text
 
 

@@ -25,52 +25,69 @@ def _own_nodes(fn: Function) -> Iterator[ast.AST]:
         todo.extend(child for child in ast.iter_child_nodes(node) if not isinstance(child, FUNCTIONS))
 
 
-def _returned_names(node: ast.expr | None) -> Iterator[str]:
-    """Names a return value carries: itself, or inside tuples, lists, dict values, constructor keywords."""
-    if isinstance(node, ast.Name):
-        yield node.id
-    elif isinstance(node, (ast.Tuple, ast.List)):
+def _returned(node: ast.expr | None) -> Iterator[ast.expr]:
+    """The values a return carries: itself, or inside tuples, lists, dict values, constructor keywords."""
+    if isinstance(node, (ast.Tuple, ast.List)):
         for element in node.elts:
-            yield from _returned_names(element)
+            yield from _returned(element)
     elif isinstance(node, ast.Dict):
         for value in node.values:
-            yield from _returned_names(value)
-    elif isinstance(node, ast.Call):
+            yield from _returned(value)
+    elif isinstance(node, ast.Call) and node.keywords and not node.args:
         for keyword in node.keywords:
-            yield from _returned_names(keyword.value)
+            yield from _returned(keyword.value)
+    if node is not None:
+        yield node
 
 
-def _updates(src: SourceFile, fn: Function, params: set[str]) -> dict[str, str]:
-    """Local name -> the parameter whose updated value it holds, from an optimizer's update:
-    `optax.apply_updates(params, ...)`, `tx.update(grads, opt_state, ...)`, `state.apply_gradients(...)`,
-    `state.replace(...)`, or a tree_map over the parameters in a function that takes a gradient."""
+def _update_of(src: SourceFile, call: ast.Call, params: set[str], takes_gradient: bool) -> str | None:
+    """The parameter whose updated value `call` computes: `optax.apply_updates(params, ...)`,
+    `state.apply_gradients(...)`, `state.replace(...)`, or a tree_map over the parameters in a
+    function that takes a gradient."""
+    name = src.qualname(call.func) or ""
+    first = call.args[0].id if call.args and isinstance(call.args[0], ast.Name) else None
+    func = call.func
+    owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else None
+    if name.endswith("optax.apply_updates") and first in params:
+        return first
+    if isinstance(func, ast.Attribute) and func.attr in ("apply_gradients", "replace", "_replace") and owner in params:
+        return owner
+    if name in TREE_MAPS and takes_gradient and len(call.args) >= 3:
+        tree = call.args[1]
+        return tree.id if isinstance(tree, ast.Name) and tree.id in params else None
+    return None
+
+
+def _updated(src: SourceFile, fn: Function, params: set[str]) -> set[str]:
+    """The parameters whose updated values `fn` returns, by an optimizer's update (`_update_of`, or
+    `updates, opt_state = tx.update(grads, opt_state, ...)`), directly or through a local name."""
     nodes = list(_own_nodes(fn))
     takes_gradient = any(
         isinstance(n, ast.Call) and (src.qualname(n.func) or "").rsplit(".", 1)[-1] in GRADIENTS for n in nodes
     )
-    updated: dict[str, str] = {}
+    names: dict[str, str] = {}
     for node in nodes:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call)):
             continue
         call, target = node.value, node.targets[0]
-        name = src.qualname(call.func) or ""
-        first = call.args[0].id if call.args and isinstance(call.args[0], ast.Name) else None
-        method = call.func.attr if isinstance(call.func, ast.Attribute) else ""
-        owner = call.func.value.id if isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name) else None
         if isinstance(target, ast.Name):
-            if name.endswith("optax.apply_updates") and first in params:
-                updated[target.id] = first
-            elif method in ("apply_gradients", "replace", "_replace") and owner in params:
-                updated[target.id] = owner
-            elif name in TREE_MAPS and takes_gradient and len(call.args) >= 3:
-                tree = call.args[1]
-                if isinstance(tree, ast.Name) and tree.id in params:
-                    updated[target.id] = tree.id
-        elif isinstance(target, ast.Tuple) and len(target.elts) == 2 and method == "update" and len(call.args) >= 2:
+            param = _update_of(src, call, params, takes_gradient)
+            if param:
+                names[target.id] = param
+        elif isinstance(target, ast.Tuple) and len(target.elts) == 2 and isinstance(call.func, ast.Attribute) \
+                and call.func.attr == "update" and len(call.args) >= 2:
             state, new_state = call.args[1], target.elts[1]
             if isinstance(state, ast.Name) and state.id in params and isinstance(new_state, ast.Name):
-                updated[new_state.id] = state.id
-    return updated
+                names[new_state.id] = state.id
+    updated: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Return):
+            for value in _returned(node.value):
+                if isinstance(value, ast.Name) and value.id in names:
+                    updated.add(names[value.id])
+                elif isinstance(value, ast.Call):
+                    updated.add(_update_of(src, value, params, takes_gradient) or "")
+    return updated - {""}
 
 
 def _donation_fix(src: SourceFile, spec: JitSpec, names: list[str]) -> Fix | None:
@@ -128,20 +145,21 @@ def undonated_train_step(src: SourceFile) -> Iterator[Finding]:
         if isinstance(spec.node, ast.Call) and any((k.arg or "").startswith("donate") or k.arg is None
                                                    for k in spec.node.keywords):
             continue
-        params = all_params(fn) - spec.static_params(fn) - {"self", "cls"}
-        updated = _updates(src, fn, params)
-        returned = {name for node in _own_nodes(fn) if isinstance(node, ast.Return) for name in _returned_names(node.value)}
+        equinox = spec.via.startswith("equinox.")  # filter_jit traces the arrays in any argument
+        params = all_params(fn) - (set() if equinox else spec.static_params(fn)) - {"self", "cls"}
         order = [a.arg for a in all_args(fn)]
-        donated = sorted({updated[name] for name in returned if name in updated}, key=order.index)
+        donated = sorted(_updated(src, fn, params), key=order.index)
         if not donated:
             continue
         listed = ", ".join(f"`{n}`" for n in donated)
+        how = '`donate="all"`' if equinox else "`donate_argnames`"
         where = fn if spec.node in fn.decorator_list else spec.node
         yield Finding.at(
             "RAX305", where,
             f"Jitted training step `{fn.name}` returns updated {listed} without donating "
             f"{'it' if len(donated) == 1 else 'them'}: the step holds two copies; donate "
-            f"(`donate_argnames`) so XLA updates {'it' if len(donated) == 1 else 'them'} in place",
+            f"({how}) so XLA updates "
+            f"{'it' if len(donated) == 1 else 'them'} in place",
             _donation_fix(src, spec, donated),
         )
 
