@@ -10,10 +10,12 @@ from __future__ import annotations
 import ast
 import builtins
 import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 Scope = ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda
@@ -46,6 +48,8 @@ ARRAY_TYPES: frozenset[str] = frozenset(
         "chex.ArrayDevice",
     }
 )
+T = TypeVar("T", bound=ast.AST)
+_SINGLETONS = (ast.expr_context, ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
 NEWLINE = re.compile(r"\r\n|\r|\n")  # what ends a line for Python (str.splitlines also splits on \f...)
 _OPTIONS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
 
@@ -128,19 +132,46 @@ class SourceFile:
         return ast.parse(self.text, filename=self.path, type_comments=False)
 
     @cached_property
-    def _parents(self) -> dict[ast.AST, ast.AST]:
-        return {child: node for node in ast.walk(self.tree) for child in ast.iter_child_nodes(node)}
+    def _index(self) -> tuple[list[ast.AST], dict[ast.AST, ast.AST], dict[type, list[ast.AST]]]:
+        """One walk of the tree (in ast.walk's order): every node, each one's parent, nodes by type.
+        Contexts and operators (`Load`, `Add`: shared singletons) are left out."""
+        order: list[ast.AST] = []
+        parents: dict[ast.AST, ast.AST] = {}
+        by_type: dict[type, list[ast.AST]] = {}
+        queue = deque([self.tree])
+        while queue:
+            node = queue.popleft()
+            order.append(node)
+            by_type.setdefault(type(node), []).append(node)
+            for name in node._fields:
+                value = getattr(node, name, None)
+                for child in value if value.__class__ is list else (value,):
+                    if isinstance(child, ast.AST) and not isinstance(child, _SINGLETONS):
+                        parents[child] = node
+                        queue.append(child)
+        return order, parents, by_type
+
+    def nodes(self, *types: type[T]) -> list[T]:
+        """Every node of the tree of one of `types` (all nodes if none), in ast.walk's order; one walk
+        per file serves every rule (a rule that walks the tree itself pays for it again)."""
+        order, _, by_type = self._index
+        if not types:
+            return order  # type: ignore[return-value]
+        if len(types) == 1 and not types[0].__subclasses__():
+            return by_type.get(types[0], [])  # type: ignore[return-value]
+        return [node for node in order if isinstance(node, types)]  # type: ignore[misc]
 
     def parent(self, node: ast.AST) -> ast.AST | None:
         """The node directly containing `node` (None for the module)."""
-        return self._parents.get(node)
+        return self._index[1].get(node)
 
     def ancestors(self, node: ast.AST) -> Iterator[ast.AST]:
         """The nodes containing `node`, innermost first."""
-        current = self._parents.get(node)
+        parents = self._index[1]
+        current = parents.get(node)
         while current is not None:
             yield current
-            current = self._parents.get(current)
+            current = parents.get(current)
 
     def scope(self, node: ast.AST) -> Scope:
         """The innermost function, lambda, class or module containing `node`."""
@@ -160,7 +191,7 @@ class SourceFile:
     def imports(self) -> dict[str, str]:
         """Local name -> qualified name, for every import anywhere in the file (absolute imports)."""
         names: dict[str, str] = {}
-        for node in ast.walk(self.tree):
+        for node in self.nodes(ast.Import, ast.ImportFrom):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.asname:
@@ -173,6 +204,11 @@ class SourceFile:
                     if alias.name != "*":
                         names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
         return names
+
+    def imports_any(self, *packages: str) -> bool:
+        """Whether the file imports anything from one of `packages` ("jax" covers jax.numpy...):
+        a rule about JAX has nothing to find in a file that imports none of it."""
+        return any(name == p or name.startswith(p + ".") for name in self.imports.values() for p in packages)
 
     def qualname(self, expr: ast.AST) -> str | None:
         """The dotted name `expr` stands for, import aliases resolved (`jnp.zeros` -> "jax.numpy.zeros").
@@ -192,8 +228,8 @@ class SourceFile:
         return isinstance(expr, ast.Name) and expr.id == name and name not in self.imports and hasattr(builtins, name)
 
     def functions(self) -> list[Function]:
-        """Every function and method definition, in source order."""
-        return [n for n in ast.walk(self.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        """Every function and method definition, in ast.walk's order."""
+        return self.nodes(ast.FunctionDef, ast.AsyncFunctionDef)
 
     def is_array_annotation(self, annotation: ast.expr | None) -> bool:
         """Whether an annotation names an array type (jax.Array, jnp.ndarray, anything from jaxtyping...)."""
@@ -247,14 +283,16 @@ class SourceFile:
     @cached_property
     def _jitted(self) -> dict[Function | ast.Lambda, JitSpec]:
         found: dict[Function | ast.Lambda, JitSpec] = {}
+        if not self.imports_any(*{name.split(".")[0] for name in JIT_NAMES}):
+            return found
         for fn in self.functions():
             for decorator in fn.decorator_list:
                 spec = self.jit_spec(decorator)
                 if spec is not None:
                     found.setdefault(fn, spec)
                     break
-        for call in ast.walk(self.tree):
-            if not (isinstance(call, ast.Call) and call.args and self.qualname(call.func) in JIT_NAMES):
+        for call in self.nodes(ast.Call):
+            if not (call.args and self.qualname(call.func) in JIT_NAMES):
                 continue
             spec = self._spec(self.qualname(call.func) or "", call, call.keywords)
             for target in self._defined(call.args[0]):
@@ -270,12 +308,12 @@ class SourceFile:
         """The definitions in this module that `expr` (a lambda, a name, `self.name`) refers to."""
         if isinstance(expr, ast.Lambda):
             return [expr]
-        if isinstance(expr, ast.Name):
-            for scope in (self.scope(expr), *[a for a in self.ancestors(expr) if isinstance(a, ast.Module)]):
-                body = scope.body if isinstance(scope.body, list) else []
-                defs = [s for s in body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name == expr.id]
+        if isinstance(expr, ast.Name):  # the nearest definition of that name in its scope, else the module's
+            for scope in (self.scope(expr), self.tree):
+                defs = [f for f in self.functions() if f.name == expr.id and self.scope(f) is scope]
+                before = [f for f in defs if f.lineno <= expr.lineno]
                 if defs:
-                    return defs[-1:]
+                    return (before or defs)[-1:]
             return []
         if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id in ("self", "cls"):
             cls = next((a for a in self.ancestors(expr) if isinstance(a, ast.ClassDef)), None)

@@ -69,6 +69,8 @@ def array_without_shape(src: SourceFile) -> Iterator[Finding]:
         ...
     ```
     """
+    if not src.imports_any("jax", "numpy", "jaxtyping", "chex"):
+        return
     jitted = src.jitted()
     for fn in src.functions():
         for arg in all_args(fn):
@@ -107,24 +109,27 @@ def _dimension_names(shape: str) -> Iterator[str]:
 def _shape_strings(src: SourceFile) -> Iterator[tuple[ast.Constant, str]]:
     """(node to report at, shape string) of every jaxtyping `Dtype[Array, "shape"]` in the file,
     string annotations included (reported at the string)."""
-    for node in ast.walk(src.tree):
-        inner = [node]
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "[" in node.value:
-            parent = src.parent(node)
-            annotated = isinstance(parent, (ast.arg, ast.AnnAssign)) and parent.annotation is node
-            if annotated or isinstance(parent, ast.FunctionDef | ast.AsyncFunctionDef) and parent.returns is node:
-                try:
-                    inner = list(ast.walk(ast.parse(node.value, mode="eval")))
-                except SyntaxError:
-                    continue
-            else:
-                continue
-        for sub in inner:
-            if not (isinstance(sub, ast.Subscript) and (src.qualname(sub.value) or "").startswith("jaxtyping.")):
-                continue
+    def shapes(subscripts: list[ast.Subscript]) -> Iterator[ast.Constant]:
+        for sub in subscripts:
             parts = sub.slice.elts if isinstance(sub.slice, ast.Tuple) else []
-            if len(parts) == 2 and isinstance(parts[1], ast.Constant) and isinstance(parts[1].value, str):
-                yield (node if inner[0] is not node else parts[1]), parts[1].value  # type: ignore[misc]
+            if len(parts) == 2 and isinstance(parts[1], ast.Constant) and isinstance(parts[1].value, str) \
+                    and (src.qualname(sub.value) or "").startswith("jaxtyping."):
+                yield parts[1]
+
+    for shape in shapes(src.nodes(ast.Subscript)):
+        yield shape, shape.value
+    for node in src.nodes(ast.Constant):
+        if not (isinstance(node.value, str) and "[" in node.value):
+            continue
+        parent = src.parent(node)
+        annotated = isinstance(parent, (ast.arg, ast.AnnAssign)) and parent.annotation is node
+        if annotated or isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)) and parent.returns is node:
+            try:
+                inner = ast.parse(node.value, mode="eval")
+            except SyntaxError:
+                continue
+            for shape in shapes([n for n in ast.walk(inner) if isinstance(n, ast.Subscript)]):
+                yield node, shape.value
 
 
 @rule("RAX102", "unknown-dimension", default=False)
@@ -150,6 +155,8 @@ def unknown_dimension(src: SourceFile) -> Iterator[Finding]:
     def embed(tokens: Int[Array, "batch seq"]) -> Float[Array, "batch seq d_model"]: ...
     ```
     """
+    if not src.imports_any("jaxtyping"):
+        return
     vocabulary = DIMENSIONS | src.dimensions
     for node, shape in _shape_strings(src):
         for name in dict.fromkeys(_dimension_names(shape)):

@@ -97,9 +97,8 @@ def low_precision_init(src: SourceFile) -> Iterator[Finding]:
     # and in the step: w.astype(jnp.bfloat16)
     ```
     """
-    for call in ast.walk(src.tree):
-        if isinstance(call, ast.Call):
-            found = _low_init(src, call)
-            if found is not None:
-                node, low, advice = found
-                yield Finding.at("RAX701", node, f"Parameters initialised directly in {low}: {advice}")
+    for call in src.nodes(ast.Call) if src.imports_any("jax", "flax", "equinox") else ():
+        found = _low_init(src, call)
+        if found is not None:
+            node, low, advice = found
+            yield Finding.at("RAX701", node, f"Parameters initialised directly in {low}: {advice}")

@@ -164,8 +164,9 @@ def undonated_train_step(src: SourceFile) -> Iterator[Finding]:
         )
 
 
-def _fresh(src: SourceFile, target: ast.expr, call: ast.Call) -> str | None:
-    """What makes the function `target` a new object each time `call` runs, or None."""
+def _fresh(src: SourceFile, target: ast.expr, call: ast.Call, loop: ast.AST | None) -> str | None:
+    """What makes the function `target` a new object each time `call` runs (each iteration of
+    `loop`, else each call of the enclosing function), or None."""
     if isinstance(target, ast.Lambda):
         return "a lambda"
     if isinstance(target, ast.Call) and src.qualname(target.func) in PARTIAL_NAMES:
@@ -173,7 +174,8 @@ def _fresh(src: SourceFile, target: ast.expr, call: ast.Call) -> str | None:
     if isinstance(target, ast.Name):
         outer = src.enclosing_function(call)
         for definition in src._defined(target):
-            if outer is not None and src.enclosing_function(definition) is outer:
+            inside = loop in src.ancestors(definition) if loop is not None else src.enclosing_function(definition) is outer
+            if outer is not None and inside:
                 return f"the nested function `{target.id}`"
     return None
 
@@ -218,16 +220,16 @@ def jit_per_call(src: SourceFile) -> Iterator[Finding]:
     is fine and not flagged.
     """
     jitted = src.jitted()
-    for call in ast.walk(src.tree):
-        if not (isinstance(call, ast.Call) and call.args and src.qualname(call.func) in JIT_NAMES):
+    for call in src.nodes(ast.Call) if jitted or src.imports_any("jax", "equinox", "flax") else ():
+        if not (call.args and src.qualname(call.func) in JIT_NAMES):
             continue
-        what = _fresh(src, call.args[0], call)
+        loop = _loop(src, call)
+        what = _fresh(src, call.args[0], call, loop)
         if what is None:
             continue
         outer = src.enclosing_function(call)
         if outer is not None and any(a in jitted for a in (outer, *src.ancestors(outer))):
             continue  # under a trace: compiled once with the outer function
-        loop = _loop(src, call)
         parent = src.parent(call)
         called_now = isinstance(parent, ast.Call) and parent.func is call
         stored = isinstance(parent, ast.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0], ast.Name)

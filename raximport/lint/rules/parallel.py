@@ -41,9 +41,7 @@ def mesh_axis_name(src: SourceFile) -> Iterator[Finding]:
     mesh = jax.make_mesh((4, 2), ("data", "model"))
     ```
     """
-    for call in ast.walk(src.tree):
-        if not isinstance(call, ast.Call):
-            continue
+    for call in src.nodes(ast.Call) if src.imports_any("jax") else ():
         position = MESHES.get(src.qualname(call.func) or "")
         names = _axis_names(call, position) if position is not None else None
         if names is None:
@@ -77,8 +75,8 @@ def pmap(src: SourceFile) -> Iterator[Finding]:
     step = jax.jit(train_step, in_shardings=NamedSharding(mesh, P("data")))
     ```
     """
-    for node in ast.walk(src.tree):
-        if isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Load):
+    for node in src.nodes(ast.Name, ast.Attribute) if src.imports_any("jax", "equinox") else ():
+        if isinstance(node.ctx, ast.Load):
             what = PMAPS.get(src.qualname(node) or "")
             if what is not None and not isinstance(src.parent(node), ast.Attribute):
                 yield Finding.at("RAX502", node, f"{what} is in maintenance: use `jax.jit` with shardings "
