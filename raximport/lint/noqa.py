@@ -19,12 +19,14 @@ _CODE = re.compile(r"[A-Z]+[0-9]+")
 
 @dataclass
 class Directive:
-    """One `# noqa` comment: `codes` None for a bare one; `start`/`end` its columns in its line."""
+    """One `# noqa` comment: `codes` None for a bare one; `start`/`end` its columns in its line;
+    `reason` the text after the codes (why the finding is not a problem here)."""
 
     row: int
     start: int
     end: int
     codes: tuple[str, ...] | None
+    reason: str
     used: set[str]
 
     def silences(self, code: str) -> str | None:
@@ -51,7 +53,8 @@ def directives(text: str) -> dict[int, Directive]:
             continue
         row, col = token.start
         codes = tuple(_CODE.findall(match["codes"].upper())) if match["codes"] else None
-        found[row] = Directive(row, col + match.start(), col + match.end(), codes, set())
+        reason = token.string[match.end() :].strip(" \t,:;-")
+        found[row] = Directive(row, col + match.start(), col + match.end(), codes, reason, set())
     return found
 
 

@@ -123,9 +123,20 @@ def sarif(outcome: Outcome, unsafe: bool) -> str:
 
 
 def _summary(doc: str) -> str:
-    """The first sentence of a rule's "What it does" section."""
-    body = doc.split("## What it does", 1)[-1].strip().split("\n\n")[0]
-    return " ".join(body.split()).split(". ")[0].rstrip(".") + "."
+    """The gist of a rule's "What it does": its first sentence up to a colon, without parentheses
+    (both outside `code`)."""
+    body = " ".join(doc.split("## What it does", 1)[-1].strip().split("\n\n")[0].split())
+    kept, quoted, depth = [], False, 0
+    for i, char in enumerate(body):
+        quoted ^= char == "`"
+        if not quoted:
+            depth += (char == "(") - (char == ")")
+            if depth == 0 and body.startswith((": ", ". "), i):
+                break
+        if depth or char == ")" and not quoted:
+            continue
+        kept.append(char)
+    return " ".join("".join(kept).split()).replace(" ,", ",").rstrip(" .") + "."
 
 
 WRITERS: dict[str, Callable[[Outcome, bool], str]] = {
@@ -159,6 +170,14 @@ def statistics(outcome: Outcome, unsafe: bool) -> str:
     width = len(str(max(counts.values(), default=0)))
     return "".join(f"{n:>{width}}\t{code}\t{'[*]' if fixable[code] == n else '[ ]'} {RULES[code].name}\n"
                    for code, n in counts.most_common())
+
+
+def rules_markdown() -> str:
+    """The README's table of rules (tests check that it matches the registry)."""
+    rows = ["| code | name | default | what it flags |", "| --- | --- | --- | --- |"]
+    rows += [f"| {code} | {r.name} | {'on' if r.default else 'off'} | {_summary(r.doc)} |"
+             for code, r in sorted(RULES.items())]
+    return "\n".join(rows) + "\n"
 
 
 def explain(code: str) -> str:

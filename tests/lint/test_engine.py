@@ -220,3 +220,11 @@ def test_flake8_plugin_contract(project: Path) -> None:
     results = list(plugin.run())
     assert results == [(6, 0, results[0][2], Plugin)]
     assert results[0][2].startswith("RAX305 Jitted training step `step`")
+
+
+def test_readme_rule_table_matches_the_registry() -> None:
+    from raximport.lint.output import rules_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("<!-- lint-rules:begin -->\n", 1)[1].split("<!-- lint-rules:end -->", 1)[0]
+    assert table == rules_markdown(), "regenerate the README's rule table with output.rules_markdown()"
