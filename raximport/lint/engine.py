@@ -81,7 +81,9 @@ def check(source: SourceFile, codes: frozenset[str]) -> tuple[list[Finding], dic
             findings.extend(_in_characters(f, source.lines) for f in RULES[code].check(source))
         except Exception as exc:  # a rule's bug must not stop the run
             errors[code] = f"rule {code} ({RULES[code].name}) failed on {source.path}: {type(exc).__name__}: {exc}"
-    directives = noqa.directives(source.text)
+    rows = noqa.candidate_rows(source.text)
+    needed = rows and ("RAX100" in codes or any(f.row in rows for f in findings))
+    directives = noqa.directives(source.text) if needed else {}  # tokenizing costs more than the rules
     findings = noqa.apply(findings, directives)
     if "RAX100" in codes and directives and not errors:
         lines = {row: source.lines[row - 1] for row in directives if row <= len(source.lines)}

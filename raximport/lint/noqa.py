@@ -36,6 +36,16 @@ class Directive:
         return next((c for c in self.codes if code.startswith(c)), None)
 
 
+def candidate_rows(text: str) -> set[int]:
+    """Rows where a `# noqa` may be (a cheap search; `directives` tells comments from strings)."""
+    rows, row, last = set(), 1, 0
+    for match in _DIRECTIVE.finditer(text):
+        row += text.count("\n", last, match.start())
+        last = match.start()
+        rows.add(row)
+    return rows
+
+
 def directives(text: str) -> dict[int, Directive]:
     """The `# noqa` directives of a file, by row; only real comments count (not text in strings)."""
     if "noqa" not in text.lower():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class Settings:
             if selector != "ALL" and not any(code.startswith(selector) for code in RULES):
                 raise UsageError(f"unknown rule selector {selector!r} (a code such as RAX201, a prefix such as RAX2, or ALL)")
 
-    @property
+    @cached_property
     def codes(self) -> frozenset[str]:
         """The codes selected for every file (before per-file-ignores)."""
         enable = list(self.extend_select) + (

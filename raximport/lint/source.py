@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,7 +49,11 @@ ARRAY_TYPES: frozenset[str] = frozenset(
     }
 )
 T = TypeVar("T", bound=ast.AST)
-_SINGLETONS = (ast.expr_context, ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
+# Fields that never hold a child worth indexing: names and flags, and the shared singleton
+# contexts and operators (`Load`, `Add`); a Compare's `ops` are operators too.
+_SCALAR_FIELDS = frozenset({"ctx", "op", "ops", "id", "name", "arg", "attr", "kind", "type_comment", "level",
+                            "module", "asname", "conversion", "is_async", "simple", "lineno"})
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
 NEWLINE = re.compile(r"\r\n|\r|\n")  # what ends a line for Python (str.splitlines also splits on \f...)
 _OPTIONS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
 
@@ -137,18 +141,27 @@ class SourceFile:
         Contexts and operators (`Load`, `Add`: shared singletons) are left out."""
         order: list[ast.AST] = []
         parents: dict[ast.AST, ast.AST] = {}
-        by_type: dict[type, list[ast.AST]] = {}
+        by_type: defaultdict[type, list[ast.AST]] = defaultdict(list)
         queue = deque([self.tree])
+        pop, push, AST = queue.popleft, queue.append, ast.AST
         while queue:
-            node = queue.popleft()
+            node = pop()
             order.append(node)
-            by_type.setdefault(type(node), []).append(node)
-            for name in node._fields:
+            by_type[node.__class__].append(node)
+            kind = node.__class__
+            fields = _CHILD_FIELDS.get(kind)
+            if fields is None:
+                fields = _CHILD_FIELDS[kind] = tuple(f for f in kind._fields if f not in _SCALAR_FIELDS)
+            for name in fields:
                 value = getattr(node, name, None)
-                for child in value if value.__class__ is list else (value,):
-                    if isinstance(child, ast.AST) and not isinstance(child, _SINGLETONS):
-                        parents[child] = node
-                        queue.append(child)
+                if value.__class__ is list:
+                    for child in value:
+                        if isinstance(child, AST):
+                            parents[child] = node
+                            push(child)
+                elif isinstance(value, AST):
+                    parents[value] = node
+                    push(value)
         return order, parents, by_type
 
     def nodes(self, *types: type[T]) -> list[T]:
