@@ -406,17 +406,22 @@ def _constant(node: ast.expr) -> bool:
 
 
 def _is_sweep(src: SourceFile, iterable: ast.expr) -> bool:
-    """A loop over a literal collection (or a name bound only to one) is a sweep over settings: the
-    same key for each setting may be the point."""
-    literal = (ast.List, ast.Tuple, ast.Set)
+    """A loop over a literal collection or an `itertools.product` grid (or a name bound only to
+    one) is a sweep over settings: the same key for each setting may be the point."""
     if isinstance(iterable, ast.Name):
         values = [
             node.value
             for node in ast.walk(src.scope(iterable))
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == iterable.id for t in node.targets)
         ]
-        return bool(values) and all(isinstance(v, literal) for v in values)
-    return isinstance(iterable, literal)
+        return bool(values) and all(_is_settings(src, v) for v in values)
+    return _is_settings(src, iterable)
+
+
+def _is_settings(src: SourceFile, value: ast.expr) -> bool:
+    if isinstance(value, ast.Call):
+        return src.qualname(value.func) == "itertools.product"
+    return isinstance(value, (ast.List, ast.Tuple, ast.Set))
 
 
 def _enclosing_loop(src: SourceFile, node: ast.AST) -> ast.AST | None:

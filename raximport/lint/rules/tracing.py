@@ -361,7 +361,11 @@ SHAPE_METHODS = frozenset({"reshape", "broadcast_to", "tile"})
 
 def _python_value_uses(src: SourceFile, taint: Taint) -> Iterator[tuple[ast.expr, str]]:
     """The expressions of a jitted function that must be Python values, with what needs them."""
+    local = _bound_in(taint.fn)
     for node in _own(taint.fn):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id not in local:
+            if _is_container(src, node.value.id, (ast.List, ast.Tuple)):
+                yield node.slice, f"an index into the Python sequence `{node.value.id}`"
         if isinstance(node, ast.Subscript):
             for part in node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]:
                 if isinstance(part, ast.Slice):
@@ -433,14 +437,44 @@ def traced_python_value(src: SourceFile) -> Iterator[Finding]:
 
 
 def _array_valued(taint: Taint, expr: ast.expr) -> Origin | None:
-    """The origin of `expr` if it is certainly a traced array: a bare parameter (or an item of one)
-    may be a pytree, None or a Python flag, so it is not."""
+    """The origin of `expr` if it is certainly traced: computed from the arguments, or a parameter
+    used only as a flag. A parameter used as a container (indexed, its attributes read, iterated,
+    compared with `is`/`in`) may be a pytree or None, whose truth Python knows: not flagged."""
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Not):
         return _array_valued(taint, expr.operand)
     if isinstance(expr, ast.BoolOp):
         return _join(*(_array_valued(taint, v) for v in expr.values))
     origin = taint.origin(expr)
-    return origin if origin is not None and origin.kind != ALIAS else None
+    if origin is None:
+        return None
+    if origin.kind == ALIAS:
+        flag = isinstance(expr, ast.Name) and expr.id in origin.params and not _used_as_container(taint.fn, expr.id)
+        return origin.at_least(ARITH) if flag else None
+    return origin
+
+
+def _used_as_container(fn: Scope, name: str) -> bool:
+    """Whether `fn` uses `name` as a pytree or maybe-None: indexes it, reads an attribute, iterates
+    or unpacks it, takes its `len`, or compares it with `is`/`in`."""
+    for node in _own(fn):
+        if isinstance(node, (ast.Subscript, ast.Attribute)) and _is_name(node.value, name):
+            return True
+        if isinstance(node, (ast.For, ast.comprehension)) and _is_name(node.iter, name):
+            return True
+        if isinstance(node, ast.Assign) and _is_name(node.value, name) and not isinstance(node.targets[0], ast.Name):
+            return True
+        if isinstance(node, ast.Compare) and any(_is_name(e, name) for e in [node.left, *node.comparators]):
+            if any(isinstance(op, (ast.Is, ast.IsNot, ast.In, ast.NotIn)) for op in node.ops):
+                return True
+        if isinstance(node, ast.Call) and any(_is_name(a, name) for a in node.args) and _is_name(node.func, "len"):
+            return True
+        if isinstance(node, ast.Starred) and _is_name(node.value, name):
+            return True
+    return False
+
+
+def _is_name(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
 
 
 def _tests(src: SourceFile, taint: Taint) -> Iterator[tuple[ast.expr, str, str]]:
@@ -513,7 +547,13 @@ def traced_control_flow(src: SourceFile) -> Iterator[Finding]:
 
 
 def _is_setting_test(taint: Taint, expr: ast.expr) -> bool:
-    """`mode == "train"`: a parameter compared with a string is a Python setting, never an array."""
+    """`training`, `mode == "train"`: a parameter used as a flag, or compared with a string, is a
+    Python setting, never an array."""
+    while isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Not):
+        expr = expr.operand
+    if isinstance(expr, ast.Name):
+        origin = taint.origin(expr)
+        return origin is not None and origin.kind == ALIAS
     if not isinstance(expr, ast.Compare):
         return False
     operands = [expr.left, *expr.comparators]
@@ -536,6 +576,11 @@ def _short(expr: ast.AST, limit: int = 40) -> str:
 TRACE_TIME_CALLS = ("time.", "random.", "numpy.random.", "datetime.datetime.now", "datetime.date.today")
 IO_BUILTINS = {"print": "`jax.debug.print`", "open": "a host callback (`jax.debug.callback`)",
                "input": "an argument", "breakpoint": "`jax.debug.breakpoint`"}
+HOST_CALLBACKS = frozenset(
+    {"jax.debug.callback", "jax.pure_callback", "jax.experimental.io_callback", "jax.experimental.host_callback.call",
+     "jax.experimental.host_callback.id_tap"}
+)
+CONTAINERS = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
 CONTAINER_TYPES = frozenset({"list", "dict", "set", "collections.defaultdict", "collections.OrderedDict", "collections.deque", "collections.Counter"})
 MUTATORS = frozenset({"append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "clear", "remove"})
 
@@ -553,6 +598,24 @@ def _bound_in(fn: Scope) -> set[str]:
     return names
 
 
+def _host_callbacks(src: SourceFile, fn: Scope) -> set[ast.AST]:
+    """The functions and lambdas in `fn` handed to a host callback (`jax.debug.callback`,
+    `jax.pure_callback`...): they run on the host at run time, where side effects are the point."""
+    given: set[str] = set()
+    found: set[ast.AST] = set()
+    for node in _own(fn):
+        if isinstance(node, ast.Call) and (src.qualname(node.func) or "") in HOST_CALLBACKS and node.args:
+            callback = node.args[0]
+            if isinstance(callback, ast.Lambda):
+                found.add(callback)
+            elif isinstance(callback, ast.Name):
+                given.add(callback.id)
+    found.update(
+        node for node in _own(fn) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in given
+    )
+    return found
+
+
 def _root(expr: ast.expr) -> str | None:
     """The name a dotted expression starts from (`np` for `np.random.normal`)."""
     while isinstance(expr, ast.Attribute):
@@ -560,9 +623,9 @@ def _root(expr: ast.expr) -> str | None:
     return expr.id if isinstance(expr, ast.Name) else None
 
 
-def _is_container(src: SourceFile, name: str) -> bool:
+def _is_container(src: SourceFile, name: str, kinds: tuple[type, ...] = CONTAINERS) -> bool:
     """Whether every assignment of `name` in the file makes a list, dict or set (so `.update()` is
-    a dict's, not an optimizer's)."""
+    a dict's, not an optimizer's), or the `kinds` of literal asked for."""
     values = [
         node.value
         for node in ast.walk(src.tree)
@@ -570,10 +633,8 @@ def _is_container(src: SourceFile, name: str) -> bool:
         and node.value is not None
         and any(isinstance(t, ast.Name) and t.id == name for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
     ]
-    containers = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
     return bool(values) and all(
-        isinstance(v, containers)
-        or (isinstance(v, ast.Call) and (src.qualname(v.func) or "") in CONTAINER_TYPES)
+        isinstance(v, kinds) or (kinds is CONTAINERS and isinstance(v, ast.Call) and (src.qualname(v.func) or "") in CONTAINER_TYPES)
         for v in values
     )
 
@@ -618,7 +679,10 @@ def side_effect_in_jit(src: SourceFile) -> Iterator[Finding]:
         if any(outer in jitted for outer in src.ancestors(fn)):
             continue  # nested in another jitted function: reported there
         local = _bound_in(fn)
+        on_host = _host_callbacks(src, fn)
         for node in _own(fn):
+            if on_host and any(a in on_host for a in src.ancestors(node)):
+                continue
             if isinstance(node, (ast.Global, ast.Nonlocal)):
                 kind = "global" if isinstance(node, ast.Global) else "nonlocal"
                 yield Finding.at(
@@ -852,5 +916,5 @@ def numpy_on_traced(src: SourceFile) -> Iterator[Finding]:
                 "RAX307",
                 node,
                 f"`{ast.unparse(node.func)}` on traced `{_short(traced)}` in jitted `{_fn_name(taint)}`: "
-                f"numpy needs a concrete value; use `jnp.{name.rsplit('.', 1)[1]}`",
+                f"numpy needs a concrete value; use `jnp.{name.removeprefix('numpy.')}`",
             )
