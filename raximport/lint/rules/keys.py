@@ -9,7 +9,6 @@ import ast
 from collections.abc import Iterator
 
 from raximport.lint.registry import Edit, Finding, Fix, rule
-from raximport.lint.rules.index import Index, index
 from raximport.lint.source import Function, SourceFile, all_args, positional_params
 
 RANDOM = "jax.random."
@@ -20,14 +19,15 @@ KEY_MAKERS = frozenset({"key", "PRNGKey", "split", "fold_in", "clone", "wrap_key
 # Keyword arguments that carry a PRNG key by convention (equinox `key=`, haiku/flax `rng=`).
 KEY_KEYWORDS = frozenset({"key", "rng", "prng_key", "rng_key", "prngkey", "keys"})
 # Libraries whose `key=` keyword is a PRNG key (builtins' `sorted(key=...)` is not).
-KEY_LIBRARIES = ("jax.", "equinox.", "flax.", "haiku.", "optax.", "distrax.")
+LIBRARIES = ("jax", "equinox", "flax", "haiku", "optax", "distrax")
+KEY_LIBRARIES = tuple(f"{library}." for library in LIBRARIES)
 
 State = dict[str, ast.Call]  # key name -> the call that consumed it on this path
 
 
 def _random_fn(src: SourceFile, call: ast.Call) -> str | None:
     """`normal` for a call of `jax.random.normal` (however imported), else None."""
-    name = index(src).name(call)
+    name = src.qualname(call.func) or ""
     if name.startswith(RANDOM) and name.count(".") == 2:
         return name[len(RANDOM) :]
     return None
@@ -57,13 +57,13 @@ class _Keys:
     function as its key, bound from one that makes keys, annotated as a key, or passed to a
     parameter that a function of this module consumes as a key."""
 
-    def __init__(self, src: SourceFile, idx: Index) -> None:
+    def __init__(self, src: SourceFile) -> None:
         self.src = src
-        self.idx = idx
         self.functions = {fn.name: fn for fn in src.tree.body if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))}
         self.nodes: dict[ast.AST, list[ast.AST]] = {}  # scope -> its calls, assignments and loops
-        for node in idx.of(ast.Call, ast.Assign, ast.AnnAssign, ast.For, ast.comprehension):
-            self.nodes.setdefault(idx.scope(node), []).append(node)
+        for kind in (ast.Call, ast.Assign, ast.AnnAssign, ast.For, ast.comprehension):
+            for node in src.nodes(kind):
+                self.nodes.setdefault(src.enclosing_function(node) or src.tree, []).append(node)
         self._known: dict[ast.AST, set[str]] = {}
         self._consumed: dict[ast.AST, set[str]] = {}
 
@@ -112,7 +112,7 @@ class _Keys:
                 given = [_key_argument(node)] if random_fn not in NOT_CONSUMING else []
             else:
                 given = [arg for arg, _ in self.key_params(node)]
-                if self.idx.name(node).startswith(KEY_LIBRARIES):
+                if (self.src.qualname(node.func) or "").startswith(KEY_LIBRARIES):
                     given += [k.value for k in node.keywords if k.arg in KEY_KEYWORDS]
             names.update(arg.id for arg in given if isinstance(arg, ast.Name))
         names &= {a.arg for a in all_args(fn)}
@@ -137,7 +137,7 @@ class _Keys:
                 arg = _key_argument(node) if _random_fn(self.src, node) else None
                 if isinstance(arg, ast.Name):
                     keys.add(arg.id)
-                if self.idx.name(node).startswith(KEY_LIBRARIES):
+                if (self.src.qualname(node.func) or "").startswith(KEY_LIBRARIES):
                     keys.update(
                         k.value.id for k in node.keywords if k.arg in KEY_KEYWORDS and isinstance(k.value, ast.Name)
                     )
@@ -311,7 +311,7 @@ class _KeyFlow:
             if fn not in NOT_CONSUMING:
                 self.consume(_key_argument(call), call, state)
             return
-        name = self.keys.idx.name(call)
+        name = self.src.qualname(call.func) or ""
         given = [
             k.value
             for k in call.keywords
@@ -382,14 +382,14 @@ def prng_key_reuse(src: SourceFile) -> Iterator[Finding]:
     ```
     Deriving keys with `jax.random.fold_in(key, i)` is not consumption, nor is `jax.random.key_data`.
     """
-    if not any(word in src.text for word in ("random", "key=", "rng=", "PRNGKey")):
+    if not any(word in src.text for word in ("random", "key=", "rng=", "PRNGKey")) or not src.imports_any(*LIBRARIES):
         return  # the fast path: nothing here draws random numbers
-    idx = index(src)
     if not any(
-        idx.name(call).startswith(RANDOM) or any(k.arg in KEY_KEYWORDS for k in call.keywords) for call in idx.of(ast.Call)
+        (src.qualname(call.func) or "").startswith(RANDOM) or any(k.arg in KEY_KEYWORDS for k in call.keywords)
+        for call in src.nodes(ast.Call)
     ):
         return  # no jax.random, no `key=`: nothing here consumes a key
-    keys = _Keys(src, idx)
+    keys = _Keys(src)
     for scope in [src.tree, *src.functions()]:
         if not keys.known(scope):
             continue
@@ -481,7 +481,7 @@ def constant_key_in_loop(src: SourceFile) -> Iterator[Finding]:
     """
     if "key(" not in src.text and "PRNGKey(" not in src.text:
         return
-    for node in index(src).of(ast.Call):
+    for node in src.nodes(ast.Call):
         if not _is_constant_key(src, node):
             continue
         loop = _enclosing_loop(src, node)
@@ -532,7 +532,7 @@ def legacy_prng_key(src: SourceFile) -> Iterator[Finding]:
     """
     if "PRNGKey" not in src.text:
         return
-    for node in index(src).of(ast.Call):
+    for node in src.nodes(ast.Call):
         if _random_fn(src, node) != "PRNGKey":
             continue
         fix = None

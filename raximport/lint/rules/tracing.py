@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from raximport.lint.registry import Edit, Finding, Fix, rule
-from raximport.lint.rules.index import index
 from raximport.lint.source import Function, JitSpec, SourceFile, all_args
 
 Scope = Function | ast.Lambda
@@ -841,12 +840,11 @@ def jax_array_item_assignment(src: SourceFile) -> Iterator[Finding]:
     """
     if not ITEM_ASSIGNMENT.search(src.text):
         return  # the fast path: no `x[...] = ` anywhere
-    idx = index(src)
     by_scope: dict[ast.AST, list[ast.Assign | ast.AugAssign]] = {}
-    for node in idx.of(ast.Assign, ast.AugAssign):
+    for node in [*src.nodes(ast.Assign), *src.nodes(ast.AugAssign)]:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         if len(targets) == 1 and isinstance(targets[0], ast.Subscript) and isinstance(targets[0].value, ast.Name):
-            by_scope.setdefault(idx.scope(node), []).append(node)
+            by_scope.setdefault(src.enclosing_function(node) or src.tree, []).append(node)
     jitted = src.jitted()
     for scope, assignments in by_scope.items():
         if isinstance(scope, ast.Lambda):

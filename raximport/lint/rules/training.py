@@ -7,7 +7,6 @@ import ast
 from collections.abc import Iterator
 
 from raximport.lint.registry import Finding, rule
-from raximport.lint.rules.index import index
 from raximport.lint.source import Function, SourceFile
 
 # What a step's callee is called: `train_step`, `make_step`, `update`, `optax.apply_updates`...
@@ -111,7 +110,7 @@ def training_loop_without_nan_check(src: SourceFile) -> Iterator[Finding]:
     if _debug_nans(src) or ("loss" not in src.text and "metric" not in src.text):
         return
     reported: set[ast.AST] = set()
-    for node in index(src).of(ast.Assign):
+    for node in src.nodes(ast.Assign):
         found = _step_call(node)
         loop = _loop(src, node) if found else None
         if found is None or loop is None or loop in reported or _checks_nan(src, [loop]):
@@ -177,17 +176,16 @@ def training_step_without_grad_norm(src: SourceFile) -> Iterator[Finding]:
     """
     if "grad" not in src.text:
         return
-    idx = index(src)
     steps: dict[Function, None] = {}
-    for call in idx.of(ast.Call):
-        if idx.name(call) in GRADIENTS:
+    for call in src.nodes(ast.Call):
+        if src.qualname(call.func) in GRADIENTS:
             functions = [a for a in src.ancestors(call) if isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef))]
             step = next((fn for fn in reversed(functions) if _is_training_step(src, fn)), None)
             if step is not None:
                 steps[step] = None
     if not steps:
         return
-    names = {n.attr for n in idx.of(ast.Attribute)} | {n.id for n in idx.of(ast.Name)}
+    names = {n.attr for n in src.nodes(ast.Attribute)} | {n.id for n in src.nodes(ast.Name)}
     if names & GRADIENT_NORMS:
         return
     for fn in steps:

@@ -7,7 +7,6 @@ import ast
 from collections.abc import Iterator
 
 from raximport.lint.registry import Finding, rule
-from raximport.lint.rules.index import index
 from raximport.lint.source import SourceFile
 
 STACKERS = frozenset({"jax.numpy.stack", "jax.numpy.array", "jax.numpy.asarray", "jax.numpy.vstack"})
@@ -100,9 +99,8 @@ def loop_over_batch(src: SourceFile) -> Iterator[Finding]:
     """
     if "for " not in src.text or ("stack(" not in src.text and "array(" not in src.text):
         return  # the fast path: no loop, or nothing stacked
-    idx = index(src)
-    for node in idx.of(ast.Call):
-        if idx.name(node) not in STACKERS or not node.args:
+    for node in src.nodes(ast.Call):
+        if src.qualname(node.func) not in STACKERS or not node.args:
             continue
         scope = src.enclosing_function(node) or src.tree
         stacked = node.args[0]
@@ -165,7 +163,7 @@ def _reshuffle(src: SourceFile, expr: ast.expr) -> str | None:
 def _operands(src: SourceFile, node: ast.AST) -> list[ast.expr] | None:
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
         return [node.left, node.right]
-    if isinstance(node, ast.Call) and index(src).name(node) in MATMULS and len(node.args) == 2:
+    if isinstance(node, ast.Call) and src.qualname(node.func) in MATMULS and len(node.args) == 2:
         return list(node.args)
     return None
 
@@ -193,7 +191,7 @@ def use_einsum(src: SourceFile) -> Iterator[Finding]:
     """
     if not any(op in src.text for op in ("transpose", "swapaxes", "moveaxis", "permute_dims", "reshape")):
         return  # the fast path: nothing reshuffles axes
-    for node in index(src).of(ast.BinOp, ast.Call):
+    for node in [*src.nodes(ast.BinOp), *src.nodes(ast.Call)]:
         operands = _operands(src, node)
         if operands is None:
             continue
