@@ -7,7 +7,7 @@ import ast
 from collections.abc import Iterator
 
 from raximport.lint.registry import Finding, rule
-from raximport.lint.source import Function, SourceFile
+from raximport.lint.source import Function, SourceFile, all_args
 
 # What a step's callee is called: `train_step`, `make_step`, `update`, `optax.apply_updates`...
 STEP_WORDS = ("step", "update", "apply_gradients")
@@ -127,13 +127,41 @@ def training_loop_without_nan_check(src: SourceFile) -> Iterator[Finding]:
 
 
 def _is_training_step(src: SourceFile, fn: Function) -> bool:
-    """A function that computes gradients and applies them."""
-    grads = updates = False
+    """A function that computes gradients, applies them, and returns what it updated (or, as with
+    flax nnx's `optimizer.update(model, grads)`, updates an argument in place)."""
+    grads = in_place = False
+    updated: set[str] = set()
+    params = {a.arg for a in all_args(fn)}
     for node in ast.walk(fn):
         if isinstance(node, ast.Call):
             grads = grads or src.qualname(node.func) in GRADIENTS
-            updates = updates or _called(node) in UPDATES or _optimizer_update(node)
-    return grads and updates
+            receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+            if _optimizer_update(node) and isinstance(receiver, ast.Name) and receiver.id in params:
+                in_place = True
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and _applies(node.value):
+            updated.update(n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    returned = [n for r in _returns(fn) if r.value is not None for n in ast.walk(r.value)]
+    returns_update = any(
+        (isinstance(n, ast.Name) and n.id in updated) or (isinstance(n, ast.Call) and _applies(n)) for n in returned
+    )
+    return grads and (in_place or returns_update)
+
+
+def _returns(fn: Function) -> list[ast.Return]:
+    """The return statements of `fn` itself, not of the functions nested in it."""
+    found: list[ast.Return] = []
+    stack: list[ast.AST] = list(fn.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Return):
+            found.append(node)
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _applies(call: ast.Call) -> bool:
+    return _called(call) in UPDATES or _optimizer_update(call)
 
 
 def _optimizer_update(call: ast.Call) -> bool:
@@ -180,7 +208,7 @@ def training_step_without_grad_norm(src: SourceFile) -> Iterator[Finding]:
     for call in src.nodes(ast.Call):
         if src.qualname(call.func) in GRADIENTS:
             functions = [a for a in src.ancestors(call) if isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef))]
-            step = next((fn for fn in reversed(functions) if _is_training_step(src, fn)), None)
+            step = next((fn for fn in functions if _is_training_step(src, fn)), None)
             if step is not None:
                 steps[step] = None
     if not steps:
