@@ -428,7 +428,7 @@ def traced_python_value(src: SourceFile) -> Iterator[Finding]:
                 "RAX301",
                 expr,
                 f"{params} of jitted `{_fn_name(taint)}` is used as {use} but is not static: "
-                f"add it to `static_argnames`",
+                f"add it to `static_argnames`{' (or use `jax.lax.dynamic_slice`)' if use == 'a slice bound' else ''}",
             )
 
 
@@ -615,6 +615,16 @@ def _host_callbacks(src: SourceFile, fn: Scope) -> set[ast.AST]:
     return found
 
 
+def _prints_traced(taint: Taint | None, call: ast.Call) -> bool:
+    """Whether a `print` shows a traced value (directly or in an f-string); True when the static
+    arguments are unknown."""
+    if taint is None:
+        return True
+    values = [*call.args, *(k.value for k in call.keywords)]
+    shown = [v.value for arg in values for v in ast.walk(arg) if isinstance(v, ast.FormattedValue)]
+    return any(taint.origin(v) is not None for v in [*values, *shown])
+
+
 def _root(expr: ast.expr) -> str | None:
     """The name a dotted expression starts from (`np` for `np.random.normal`)."""
     while isinstance(expr, ast.Attribute):
@@ -679,6 +689,7 @@ def side_effect_in_jit(src: SourceFile) -> Iterator[Finding]:
             continue  # nested in another jitted function: reported there
         local = _bound_in(fn)
         on_host = _host_callbacks(src, fn)
+        taint = next((t for t in analysis(src).taints if t.fn is fn), None)
         for node in _own(fn):
             if on_host and any(a in on_host for a in src.ancestors(node)):
                 continue
@@ -695,6 +706,8 @@ def side_effect_in_jit(src: SourceFile) -> Iterator[Finding]:
             func = node.func
             name = src.qualname(func) or ""
             builtin = next((b for b in IO_BUILTINS if src.is_builtin(func, b) and b not in local), None)
+            if builtin == "print" and not _prints_traced(taint, node):
+                continue  # printing shapes or a message at trace time is deliberate
             if builtin:
                 yield Finding.at(
                     "RAX303",
