@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from raximport.lint.registry import Edit, Finding, Fix, rule
-from raximport.lint.source import Function, JitSpec, SourceFile, all_args
+from raximport.lint.source import ARRAY_TYPES, Function, JitSpec, SourceFile, all_args
 
 Scope = Function | ast.Lambda
 
@@ -693,12 +693,11 @@ def side_effect_in_jit(src: SourceFile) -> Iterator[Finding]:
         for node in _own(fn):
             if on_host and any(a in on_host for a in src.ancestors(node)):
                 continue
-            if isinstance(node, (ast.Global, ast.Nonlocal)):
-                kind = "global" if isinstance(node, ast.Global) else "nonlocal"
+            if isinstance(node, ast.Global):  # (a `nonlocal` counter is how tests count traces: left alone)
                 yield Finding.at(
                     "RAX303",
                     node,
-                    f"jitted `{fn_name}` rebinds the {kind} {_param_list(frozenset(node.names))}: this runs once, "
+                    f"jitted `{fn_name}` rebinds the global {_param_list(frozenset(node.names))}: this runs once, "
                     f"at trace time; return the value instead",
                 )
             if not isinstance(node, ast.Call):
@@ -785,18 +784,28 @@ class _JaxArrays:
 
 
 def _jax_params(src: SourceFile, fn: Function, spec: JitSpec | None) -> set[str]:
-    """Parameters known to hold JAX arrays: annotated `jax.Array` (or jaxtyping's `Array`), or, in a
-    jitted function, a traced parameter with any array annotation."""
+    """Parameters annotated as JAX arrays (`jax.Array`, `Float[Array, "..."]`, optionally `| None`),
+    or, in a jitted function, as any array (numpy's too: it arrives traced)."""
     static = spec.static_params(fn) if spec else set()
-    names = set()
-    for arg in all_args(fn):
-        if arg.annotation is None:
-            continue
-        if {src.qualname(n) for n in ast.walk(arg.annotation)} & JAX_ANNOTATIONS:
-            names.add(arg.arg)
-        elif spec is not None and arg.arg not in static and src.is_array_annotation(arg.annotation):
-            names.add(arg.arg)
-    return names
+    return {
+        arg.arg
+        for arg in all_args(fn)
+        if _is_array_type(src, arg.annotation, jax_only=spec is None or arg.arg in static)
+    }
+
+
+def _is_array_type(src: SourceFile, annotation: ast.expr | None, *, jax_only: bool) -> bool:
+    """Whether an annotation says "an array" itself (not a container of one, `Variable[jax.Array]`)."""
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        sides = [annotation.left, annotation.right]
+        arrays = [s for s in sides if not (isinstance(s, ast.Constant) and s.value is None)]
+        return len(arrays) == 1 and _is_array_type(src, arrays[0], jax_only=jax_only)
+    if isinstance(annotation, ast.Subscript):
+        dtype = src.qualname(annotation.value) or ""
+        array = annotation.slice.elts[0] if isinstance(annotation.slice, ast.Tuple) and annotation.slice.elts else None
+        return dtype.startswith("jaxtyping.") and array is not None and _is_array_type(src, array, jax_only=jax_only)
+    name = src.qualname(annotation) if isinstance(annotation, (ast.Name, ast.Attribute)) else None
+    return name in JAX_ANNOTATIONS or (not jax_only and name in ARRAY_TYPES)
 
 
 def _traced_params(fn: Function, spec: JitSpec | None) -> set[str]:
