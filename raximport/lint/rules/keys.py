@@ -59,7 +59,8 @@ class _Keys:
 
     def __init__(self, src: SourceFile) -> None:
         self.src = src
-        self.functions = {fn.name: fn for fn in src.tree.body if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        defs = (ast.FunctionDef, ast.AsyncFunctionDef)
+        self.functions = {fn.name: fn for fn in src.tree.body if isinstance(fn, defs)}
         self.nodes: dict[ast.AST, list[ast.AST]] = {}  # scope -> its calls, assignments and loops
         for kind in (ast.Call, ast.Assign, ast.AnnAssign, ast.For, ast.comprehension):
             for node in src.nodes(kind):
@@ -412,7 +413,8 @@ def _is_sweep(src: SourceFile, iterable: ast.expr) -> bool:
         values = [
             node.value
             for node in ast.walk(src.scope(iterable))
-            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == iterable.id for t in node.targets)
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == iterable.id for t in node.targets)
         ]
         return bool(values) and all(_is_settings(src, v) for v in values)
     return _is_settings(src, iterable)

@@ -49,7 +49,6 @@ def _join(*origins: Origin | None) -> Origin | None:
 
 
 ARRAY_MODULES = ("jax.numpy.", "jax.lax.", "jax.nn.", "jax.scipy.", "jax.random.", "jax.image.")
-STATIC_ATTRS = frozenset({"shape", "ndim", "dtype", "size", "itemsize", "nbytes", "sharding", "weak_type", "aval"})
 ARRAY_ATTRS = frozenset({"T", "mT", "real", "imag", "at"})
 # jax.numpy/numpy functions that read only static facts (shape, dtype) and so work on tracers.
 STATIC_FUNCTIONS = frozenset(
@@ -71,8 +70,6 @@ STATIC_FUNCTIONS = frozenset(
         "can_cast",
     )
 )
-# Builtins whose result is a Python value whatever they are given.
-STATIC_BUILTINS = frozenset({"len", "isinstance", "issubclass", "type", "hasattr", "callable", "id", "repr", "str"})
 ARITH_BUILTINS = frozenset({"abs", "sum", "round", "pow", "max", "min", "divmod"})
 NOT_ARRAY_METHODS = frozenset({"tolist", "item", "tobytes", "keys"})
 
@@ -385,7 +382,7 @@ def _python_value_uses(src: SourceFile, taint: Taint) -> Iterator[tuple[ast.expr
             for arg in node.args:
                 yield arg, f"a shape for `.{node.func.attr}()`"
         for keyword in node.keywords:
-            if keyword.arg in ("shape", "axis", "axes", "num") and (name.startswith(ARRAY_MODULES) or name in SHAPE_ARGUMENTS):
+            if keyword.arg in ("shape", "axis", "axes", "num") and name.startswith(ARRAY_MODULES):
                 yield keyword.value, f"`{keyword.arg}=` of `{ast.unparse(node.func)}`"
 
 
@@ -580,14 +577,18 @@ HOST_CALLBACKS = frozenset(
      "jax.experimental.host_callback.id_tap"}
 )
 CONTAINERS = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
-CONTAINER_TYPES = frozenset({"list", "dict", "set", "collections.defaultdict", "collections.OrderedDict", "collections.deque", "collections.Counter"})
+CONTAINER_TYPES = frozenset({"list", "dict", "set"}) | {
+    f"collections.{name}" for name in ("defaultdict", "OrderedDict", "deque", "Counter")
+}
 MUTATORS = frozenset({"append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "clear", "remove"})
 
 
 def _bound_in(fn: Scope) -> set[str]:
     """Every name a function (its nested functions included) binds: parameters and assignments."""
-    names = {a.arg for node in ast.walk(fn) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) for a in all_args(node)}
+    names: set[str] = set()
     for node in ast.walk(fn):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            names.update(a.arg for a in all_args(node))
         if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
             names.add(node.id)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not fn:
@@ -640,11 +641,11 @@ def _is_container(src: SourceFile, name: str, kinds: tuple[type, ...] = CONTAINE
         for node in ast.walk(src.tree)
         if isinstance(node, (ast.Assign, ast.AnnAssign))
         and node.value is not None
-        and any(isinstance(t, ast.Name) and t.id == name for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
+        and any(_is_name(t, name) for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
     ]
+    made = CONTAINER_TYPES if kinds is CONTAINERS else frozenset()  # `list()`, `defaultdict(...)`
     return bool(values) and all(
-        isinstance(v, kinds) or (kinds is CONTAINERS and isinstance(v, ast.Call) and (src.qualname(v.func) or "") in CONTAINER_TYPES)
-        for v in values
+        isinstance(v, kinds) or (isinstance(v, ast.Call) and (src.qualname(v.func) or "") in made) for v in values
     )
 
 
@@ -874,7 +875,8 @@ def jax_array_item_assignment(src: SourceFile) -> Iterator[Finding]:
         initial: dict[str, object] = {}
         if not isinstance(scope, ast.Module):
             spec = jitted.get(scope)
-            initial = {**dict.fromkeys(_traced_params(scope, spec), TRACED), **dict.fromkeys(_jax_params(src, scope, spec), True)}
+            initial = dict.fromkeys(_traced_params(scope, spec), TRACED)
+            initial.update(dict.fromkeys(_jax_params(src, scope, spec), True))
         arrays = _JaxArrays(src, scope, initial)
         for node in sorted(assignments, key=lambda n: (n.lineno, n.col_offset)):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target

@@ -23,7 +23,9 @@ GRADIENTS = frozenset(
     }
 )
 UPDATES = frozenset({"apply_updates", "apply_gradients"})
-GRADIENT_NORMS = frozenset({"global_norm", "clip_by_global_norm", "tree_l2_norm", "clip_grad_norm", "adaptive_grad_clip"})
+GRADIENT_NORMS = frozenset(
+    {"global_norm", "clip_by_global_norm", "tree_l2_norm", "clip_grad_norm", "adaptive_grad_clip"}
+)
 
 
 def _called(node: ast.Call) -> str:

@@ -63,7 +63,8 @@ def _uses(expr: ast.AST, example: ast.expr) -> bool:
 def _per_example_call(expr: ast.expr, example: ast.expr) -> ast.Call | None:
     """The call of `expr` that computes on one example (`f(x[i])`), if any."""
     for node in ast.walk(expr):
-        if isinstance(node, ast.Call) and any(_uses(arg, example) for arg in [*node.args, *(k.value for k in node.keywords)]):
+        arguments = [*node.args, *(k.value for k in node.keywords)] if isinstance(node, ast.Call) else []
+        if any(_uses(argument, example) for argument in arguments):
             return node
     return None
 
@@ -155,7 +156,8 @@ def _reshuffle(src: SourceFile, expr: ast.expr) -> str | None:
     else:
         return None
     if op == "transpose":
-        axes = arguments[0].elts if len(arguments) == 1 and isinstance(arguments[0], (ast.Tuple, ast.List)) else arguments
+        listed = len(arguments) == 1 and isinstance(arguments[0], (ast.Tuple, ast.List))
+        axes = arguments[0].elts if listed else arguments
         return op if len(axes) >= 3 else None
     return op if op in TRANSPOSES or op == "reshape" else None
 
