@@ -141,6 +141,8 @@ def test_output_formats(project: Path, capsys: pytest.CaptureFixture[str]) -> No
     full = capsys.readouterr().out
     assert "6 | def step(params, opt_state, grads):\n  | ^^^^^^^^ RAX305" in full
     assert "= help: Add `donate_argnames=(\"params\", \"opt_state\")` (unsafe)" in full
+    assert lint(["a.py", "--statistics"]) == 1
+    assert capsys.readouterr().out == "1\tRAX305\t[ ] undonated-train-step\n"
     assert lint(["--explain", "rax305"]) == 0
     assert "## Why is this bad?" in capsys.readouterr().out
     assert lint(["--explain", "RAX999"]) == 2
