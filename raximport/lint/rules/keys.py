@@ -9,13 +9,23 @@ import ast
 from collections.abc import Iterator
 
 from raximport.lint.registry import Edit, Finding, Fix, rule
-from raximport.lint.source import Function, SourceFile, all_args, positional_params
+from raximport.lint.source import JIT_NAMES, Function, SourceFile, all_args, positional_params
 
 RANDOM = "jax.random."
 # jax.random functions that take a key without consuming it: derivation and inspection.
 NOT_CONSUMING = frozenset({"fold_in", "key_data", "key_impl", "wrap_key_data", "clone", "key", "PRNGKey"})
 # jax.random functions whose result is a key (or keys).
 KEY_MAKERS = frozenset({"key", "PRNGKey", "split", "fold_in", "clone", "wrap_key_data"})
+# Transforms whose result runs the function it is given with the same arguments (`vmap` does not: it
+# splits them).
+TRANSFORMS = JIT_NAMES | {
+    "jax.grad",
+    "jax.value_and_grad",
+    "jax.checkpoint",
+    "jax.remat",
+    "equinox.filter_grad",
+    "equinox.filter_value_and_grad",
+}
 # Keyword arguments that carry a PRNG key by convention (equinox `key=`, haiku/flax `rng=`).
 KEY_KEYWORDS = frozenset({"key", "rng", "prng_key", "rng_key", "prngkey", "keys"})
 # Libraries whose `key=` keyword is a PRNG key (builtins' `sorted(key=...)` is not).
@@ -61,6 +71,12 @@ class _Keys:
         self.src = src
         defs = (ast.FunctionDef, ast.AsyncFunctionDef)
         self.functions = {fn.name: fn for fn in src.tree.body if isinstance(fn, defs)}
+        for stmt in src.tree.body:  # `step = jax.jit(train_step, ...)` calls train_step
+            value = stmt.value if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None
+            if isinstance(value, ast.Call) and src.qualname(value.func) in JIT_NAMES and value.args:
+                jitted = value.args[0]
+                if isinstance(stmt.targets[0], ast.Name) and isinstance(jitted, ast.Name) and jitted.id in self.functions:
+                    self.functions[stmt.targets[0].id] = self.functions[jitted.id]
         self.nodes: dict[ast.AST, list[ast.AST]] = {}  # scope -> its calls, assignments and loops
         for kind in (ast.Call, ast.Assign, ast.AnnAssign, ast.For, ast.comprehension):
             for node in src.nodes(kind):
@@ -74,6 +90,8 @@ class _Keys:
         func = call.func
         fn: Function | None = None
         params: list[str] = []
+        if isinstance(func, ast.Call) and self.src.qualname(func.func) in TRANSFORMS and func.args:
+            func = func.args[0]  # `jax.grad(loss_fn)(params, key)` runs loss_fn
         if isinstance(func, ast.Name) and func.id not in self.src.imports:
             fn = self.functions.get(func.id)
             params = positional_params(fn) if fn else []
