@@ -185,8 +185,9 @@ def run(paths: list[Path], settings: Settings, *, fix: bool = False, unsafe: boo
         for code, message in errors.items():
             outcome.errors.setdefault(code, message)
         if fixed and new_text is not None:
-            path.write_text(new_text, encoding=_encoding(path))
-            entry = result_cache.key(new_text.encode(_encoding(path)), codes, settings.dimensions)
+            data = new_text.encode(_encoding(path))  # as read: its coding, its line endings
+            path.write_bytes(data)
+            entry = result_cache.key(data, codes, settings.dimensions)
         if not errors:
             cache.put(entry, findings)
         outcome.files.append(FileResult(path, new_text if new_text is not None else texts[path], findings, fixed))
@@ -197,7 +198,7 @@ def run(paths: list[Path], settings: Settings, *, fix: bool = False, unsafe: boo
 
 def _encoding(path: Path) -> str:
     with path.open("rb") as fh:
-        return tokenize.detect_encoding(fh.readline)[0]
+        return tokenize.detect_encoding(fh.readline)[0]  # utf-8-sig writes the BOM read() dropped
 
 
 def _lint_all(jobs: list[Job], dimensions: frozenset[str], fix: bool, unsafe: bool, workers: int | None) -> Iterator[tuple]:
