@@ -27,7 +27,7 @@ TRANSFORMS = JIT_NAMES | {
     "equinox.filter_value_and_grad",
 }
 # Keyword arguments that carry a PRNG key by convention (equinox `key=`, haiku/flax `rng=`).
-KEY_KEYWORDS = frozenset({"key", "rng", "prng_key", "rng_key", "prngkey", "keys"})
+KEY_KEYWORDS = frozenset({"key", "rng", "prng_key", "rng_key", "prngkey"})
 # Libraries whose `key=` keyword is a PRNG key (builtins' `sorted(key=...)` is not).
 LIBRARIES = ("jax", "equinox", "flax", "haiku", "optax", "distrax")
 KEY_LIBRARIES = tuple(f"{library}." for library in LIBRARIES)
