@@ -49,6 +49,8 @@ def _join(*origins: Origin | None) -> Origin | None:
 
 
 ARRAY_MODULES = ("jax.numpy.", "jax.lax.", "jax.nn.", "jax.scipy.", "jax.random.", "jax.image.")
+# What a transformed function returns is traced: `jax.grad(f)(x)`, `jax.vmap(f)(x)`, `eqx.filter_grad(f)(x)`.
+TRANSFORMS = ("jax.", "equinox.filter_", "flax.nnx.")
 ARRAY_ATTRS = frozenset({"T", "mT", "real", "imag", "at"})
 # jax.numpy/numpy functions that read only static facts (shape, dtype) and so work on tracers.
 STATIC_FUNCTIONS = frozenset(
@@ -167,6 +169,8 @@ class Taint:
         name = self.src.qualname(call.func) or ""
         if name.startswith(ARRAY_MODULES) and name not in STATIC_FUNCTIONS:
             return arguments.at_least(COMPUTED) if arguments else None
+        if isinstance(call.func, ast.Call) and (self.src.qualname(call.func.func) or "").startswith(TRANSFORMS):
+            return arguments.at_least(COMPUTED) if arguments else None  # `jax.value_and_grad(f)(params)`
         if isinstance(call.func, ast.Attribute) and call.func.attr not in NOT_ARRAY_METHODS:
             receiver = self.origin(call.func.value)
             return receiver.at_least(COMPUTED) if receiver else None
