@@ -766,17 +766,20 @@ class _JaxArrays:
     def fact(self, expr: ast.expr) -> bool | None:
         return True if self.is_jax(expr) else None
 
+    def _traced(self, expr: ast.AST) -> bool:
+        return isinstance(expr, ast.Name) and self.state.get(expr.id) is TRACED
+
     def is_jax(self, expr: ast.AST) -> bool:
         if isinstance(expr, ast.Name):
-            return expr.id in self.state
+            return self.state.get(expr.id) is True
         if isinstance(expr, ast.Attribute):
             return expr.attr in ARRAY_ATTRS and self.is_jax(expr.value)
         if isinstance(expr, ast.Subscript):
             return self.is_jax(expr.value)
-        if isinstance(expr, ast.BinOp):
-            return self.is_jax(expr.left) or self.is_jax(expr.right)
+        if isinstance(expr, ast.BinOp):  # arithmetic on a traced argument: an array, not a pytree
+            return any(self.is_jax(e) or self._traced(e) for e in (expr.left, expr.right))
         if isinstance(expr, ast.UnaryOp) and not isinstance(expr.op, ast.Not):
-            return self.is_jax(expr.operand)
+            return self.is_jax(expr.operand) or self._traced(expr.operand)
         if isinstance(expr, ast.IfExp):
             return self.is_jax(expr.body) and self.is_jax(expr.orelse)
         if isinstance(expr, ast.Call):
