@@ -42,15 +42,17 @@ def _returned(node: ast.expr | None) -> Iterator[ast.expr]:
 
 def _update_of(src: SourceFile, call: ast.Call, params: set[str], takes_gradient: bool) -> str | None:
     """The parameter whose updated value `call` computes: `optax.apply_updates(params, ...)`,
-    `state.apply_gradients(...)`, `state.replace(...)`, or a tree_map over the parameters in a
-    function that takes a gradient."""
+    `state.apply_gradients(...)`, or, in a function that takes a gradient, `state.replace(...)` or
+    a tree_map over the parameters."""
     name = src.qualname(call.func) or ""
     first = call.args[0].id if call.args and isinstance(call.args[0], ast.Name) else None
     func = call.func
     owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else None
     if name.endswith("optax.apply_updates") and first in params:
         return first
-    if isinstance(func, ast.Attribute) and func.attr in ("apply_gradients", "replace", "_replace") and owner in params:
+    if isinstance(func, ast.Attribute) and owner in params and (
+        func.attr == "apply_gradients" or func.attr in ("replace", "_replace") and takes_gradient
+    ):
         return owner
     if name in TREE_MAPS and takes_gradient and len(call.args) >= 3:
         tree = call.args[1]
