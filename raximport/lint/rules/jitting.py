@@ -48,7 +48,7 @@ def _update_of(src: SourceFile, call: ast.Call, params: set[str], takes_gradient
     first = call.args[0].id if call.args and isinstance(call.args[0], ast.Name) else None
     func = call.func
     owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else None
-    if name.endswith("optax.apply_updates") and first in params:
+    if name.split(".")[0] in ("optax", "equinox") and name.endswith(".apply_updates") and first in params:
         return first
     if isinstance(func, ast.Attribute) and owner in params and (
         func.attr == "apply_gradients" or func.attr in ("replace", "_replace") and takes_gradient
@@ -239,7 +239,7 @@ def jit_per_call(src: SourceFile) -> Iterator[Finding]:
         if loop is not None and (called_now or stored and _called_in(loop, parent.targets[0].id)):  # type: ignore[union-attr]
             yield Finding.at("RAX306", call, f"`{jit}` of {what} inside a loop compiles it again on every "
                                              "iteration; jit it once, before the loop")
-        elif called_now and outer is not None:
-            name = getattr(outer, "name", "<lambda>")
+        elif called_now and outer is not None and not getattr(outer, "name", "").startswith("test"):
+            name = getattr(outer, "name", "<lambda>")  # (a test function runs once)
             yield Finding.at("RAX306", call, f"`{jit}` of {what} compiles it again on every call of `{name}`; "
                                              "jit it once (at module level) and call that")
