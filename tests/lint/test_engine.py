@@ -230,3 +230,10 @@ def test_readme_rule_table_matches_the_registry() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = readme.split("<!-- lint-rules:begin -->\n", 1)[1].split("<!-- lint-rules:end -->", 1)[0]
     assert table == rules_markdown(), "regenerate the README's rule table with output.rules_markdown()"
+
+
+def test_the_lint_table_is_not_a_run_option(project: Path) -> None:
+    from raximport.config import load_config
+
+    (project / "pyproject.toml").write_text('[tool.raximport]\nstrict = true\n[tool.raximport.lint]\nselect = ["ALL"]\n')
+    assert load_config(root=project, environ={}).strict is True
