@@ -174,7 +174,7 @@ def load_split(dataset_dir: str | Path, split: str) -> np.memmap:
 
 
 @functools.cache
-def _window(block_size: int) -> np.ndarray:
+def _window(block_size: int) -> Int[np.ndarray, " n"]:
     """Offsets 0..block_size of one window (x and y together), built once per block size."""
     offsets = np.arange(block_size + 1)
     offsets.flags.writeable = False

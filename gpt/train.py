@@ -30,7 +30,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, Int, Integer, PRNGKeyArray, Shaped
 
 import checkpoint
 import data
@@ -289,7 +289,7 @@ def place(tree: Any, shardings: Any) -> Any:
     if isinstance(shardings, NamedSharding):
         shardings = jax.tree_util.tree_map(lambda _: shardings, tree)
 
-    def put(x: Any, s: NamedSharding) -> Array:
+    def put(x: Any, s: NamedSharding) -> Shaped[Array, "..."]:
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
 
@@ -342,7 +342,9 @@ def make_train_step(
     grad_fn = jax.value_and_grad(loss_fn)
     data_parallel = mesh is not None and mesh.shape["data"] > 1
 
-    def mean_loss_and_grads(params: Params, key: PRNGKeyArray, x: Array, y: Array) -> tuple[Array, Params]:
+    def mean_loss_and_grads(
+        params: Params, key: PRNGKeyArray, x: Int[Array, "batch seq"], y: Int[Array, "batch seq"]
+    ) -> tuple[Array, Params]:
         """Mean loss and gradients over the rows of x, y, in accum micro-batches."""
         if accum == 1:
             return grad_fn(params, x, y, model_config, key if use_dropout else None)
@@ -365,7 +367,9 @@ def make_train_step(
     loss_and_grads = mean_loss_and_grads
     if data_parallel and mesh.shape["model"] == 1:
 
-        def averaged_over_devices(params: Params, key: PRNGKeyArray, x: Array, y: Array) -> tuple[Array, Params]:
+        def averaged_over_devices(
+            params: Params, key: PRNGKeyArray, x: Int[Array, "batch seq"], y: Int[Array, "batch seq"]
+        ) -> tuple[Array, Params]:
             key = jax.random.fold_in(key, jax.lax.axis_index("data"))
             flat, unflatten = ravel_pytree(mean_loss_and_grads(params, key, x, y))
             return unflatten(jax.lax.pmean(flat, "data"))  # shards hold equal numbers of rows
@@ -437,13 +441,13 @@ def batch_loader(mesh: Mesh, block_size: int):
         else:
             put = partial(jax.device_put, device=sharding)
 
-        def load(tokens: np.ndarray, n: int, rng: np.random.Generator) -> tuple[Array, Array]:
+        def load(tokens: Integer[np.ndarray, " n"], n: int, rng: np.random.Generator) -> tuple[Array, Array]:
             x, y = data.get_batch(tokens, n, block_size, rng)
             return put(x), put(y)
 
         return load
 
-    def load(tokens: np.ndarray, n: int, rng: np.random.Generator) -> tuple[Array, Array]:
+    def load(tokens: Integer[np.ndarray, " n"], n: int, rng: np.random.Generator) -> tuple[Array, Array]:
         spans = [index[0] for index in sharding.addressable_devices_indices_map((n, block_size)).values()]
         rows = slice(min(s.start or 0 for s in spans), max(n if s.stop is None else s.stop for s in spans))
         x, y = data.get_batch(tokens, n, block_size, rng, rows=rows)
@@ -586,7 +590,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
             result[split] = float(np.mean(losses))
         return result
 
-    summary: dict[str, Any] = {"losses": {}, "evals": {}, "interrupted": False}
+    summary: dict[str, Any] = {"losses": {}, "evals": {}, "interrupted": False, "diverged": False}
     columns = [
         TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
@@ -630,6 +634,10 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
             stopping = log_now and any_process(stop.stop) if multi_process else stop.stop
             if log_now or stopping:
                 lossf = float(loss)  # waits for this step
+                if not math.isfinite(lossf):  # diverged: later steps only spread the NaN
+                    console.print(f"iter {iter_num}: loss is {lossf}, stopping (the last checkpoint is kept)")
+                    summary["diverged"] = True
+                    break
                 t1 = time.perf_counter()
                 dt = (t1 - t0) / max(iter_num - last_log_iter, 1)
                 t0, last_log_iter = t1, iter_num

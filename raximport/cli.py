@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -141,6 +142,14 @@ def _clear(directory: Path, clear: Callable[[Path], tuple[int, ...]]) -> str:
     return cachedir.removed_line(directory, *clear(directory))
 
 
+# subcommands whose module parses its own arguments: (the module with `main(argv)`, the help line)
+DELEGATED = {
+    "annotate": ("raximport.annotate", "run a script and print the jaxtyping annotations its arrays imply (a diff)"),
+    "lint": ("raximport.lint.__main__", "lint JAX code: the JAX checklist as static checks, in Ruff's conventions"),
+    "ir": ("raximport.ir.__main__", "IR records: show, generate, validate, stats (rax ir --help)"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `rax` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -152,8 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"raximport {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run a script or -m module under raximport (as python -m raximport)", add_help=False)
-    commands.add_parser("annotate", help="run a script and print the jaxtyping annotations its arrays imply (a diff)",
-                        add_help=False)
     cache = commands.add_parser("cache", help="raximport's caches (rewritten modules, compiled XLA): info, clear",
                                 description=CACHE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     cache.add_argument("action", choices=["info", "clear"],
@@ -165,17 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--include-user-xla-dir", action="store_true",
                        help="clear: also empty the JAX_COMPILATION_CACHE_DIR you set, which is otherwise only listed "
                             "(other programs may share it)")
-    commands.add_parser("ir", help="IR records: show, generate, validate, stats (rax ir --help)", add_help=False)
+    for name, (_, help) in DELEGATED.items():
+        commands.add_parser(name, help=help, add_help=False)
     if argv[:1] == ["run"]:
         return run(argv[1:], prog="rax run")
-    if argv[:1] == ["annotate"]:
-        from raximport.annotate import main as annotate
-
-        return annotate(argv[1:])
-    if argv[:1] == ["ir"]:
-        from raximport.ir.__main__ import main as ir_main
-
-        return ir_main(argv[1:])
+    if argv[:1] and argv[0] in DELEGATED:
+        return int(importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:]))
     ns = parser.parse_args(argv)
     if ns.command == "cache":
         return cache_command(ns.action, ns.cache_dir, ns.include_user_xla_dir, cache)

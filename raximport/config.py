@@ -342,7 +342,13 @@ def find_project_root(start: Path) -> Path:
 
 
 def pyproject_options(root: Path) -> dict[str, Any]:
-    """The [tool.raximport] table of `root`/pyproject.toml, or {}."""
+    """The run options of `root`/pyproject.toml's [tool.raximport] table, or {}."""
+    # its [tool.raximport.lint] subtable configures `rax lint` (raximport/lint/settings.py), not runs
+    return {key.replace("-", "_"): value for key, value in pyproject_table(root).items() if key != "lint"}
+
+
+def pyproject_table(root: Path) -> dict[str, Any]:
+    """The [tool.raximport] table of `root`/pyproject.toml, as written, or {}."""
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file():
         return {}
@@ -357,7 +363,7 @@ def pyproject_options(root: Path) -> dict[str, Any]:
         raise ConfigError(f"{pyproject}: cannot read it: {exc}") from None
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: [tool.raximport] must be a table")
-    return {key.replace("-", "_"): value for key, value in table.items()}
+    return table
 
 
 def env_options(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -198,3 +198,11 @@ def test_killed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     tree, meta = checkpoint.load(path, {"w": np.zeros(1000)})
     assert meta["iter_num"] == 1 and float(tree["w"].sum()) == 0.0
     assert [p.name for p in tmp_path.iterdir()] == ["last.npz"]  # no temp file left behind
+
+
+@pytest.mark.slow
+def test_a_diverged_loss_stops_training(tmp_path, data_dir, capsys):
+    summary = train.train(tiny(data_dir, tmp_path, "--max_iters=50", "--eval_interval=1000", "--log_interval=2",
+                               "--learning_rate=1e30", "--warmup_iters=0"))
+    assert summary["diverged"] and summary["iter_num"] < 50
+    assert f"iter {summary['iter_num']}: loss is nan, stopping" in capsys.readouterr().out
