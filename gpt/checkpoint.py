@@ -47,13 +47,21 @@ class Checkpoints:
     def __init__(self, out_dir: str | Path, keep_last: int = 2, read_only: bool = False) -> None:
         self.out = Path(out_dir)
         self.managers: dict[str, ocp.CheckpointManager] = {}
+        # Barriers through the distributed client (naming the processes does that): orbax's default
+        # barrier is a collective over every device, which, from its background thread, can
+        # interleave with the training step's collectives differently on each process (a hang, on
+        # CPU a Gloo timeout). With named processes orbax leaves creating the folders to us.
+        processes = ocp.options.MultiprocessingOptions(active_processes=set(range(jax.process_count())))
         for kind in KINDS:
+            if not read_only:
+                (self.out / kind).mkdir(parents=True, exist_ok=True)
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=keep_last if kind == "latest" else 1,
                 best_fn=(lambda metrics: metrics["val_loss"]) if kind == "best" else None,
                 best_mode="min",
                 keep_checkpoints_without_metrics=False,
-                create=not read_only,
+                create=False,
+                multiprocessing_options=processes,
                 cleanup_tmp_directories=not read_only,  # what a save killed mid-way left
                 read_only=read_only,
             )

@@ -364,12 +364,15 @@ def make_steps(
 
 
 def make_train_step(
-    model_config: GPTConfig, optimizer: optax.GradientTransformation, accum: int, mesh: Mesh | None = None
+    model_config: GPTConfig, optimizer: optax.GradientTransformation, accum: int, mesh: Mesh | None = None,
+    guard: bool = True,
 ):
     """The jitted update: (params, opt_state, key, x, y) -> (params, opt_state, key, stats).
     stats: loss, grad_norm (global, before clipping), update_norm, finite (loss and gradient norm
     both finite) and leaf_finite (one flag per gradient leaf). A step that is not finite returns
     params and opt_state unchanged, so a NaN never reaches them; the loop decides to stop or skip.
+    guard=False: the plain update, stats only the loss (scripts/bench_gpt.py measures the guard
+    against it).
     x, y hold accum * batch_size rows; gradients are accumulated over accum micro-batches with
     lax.scan. params and opt_state are donated (updated in place).
 
@@ -428,6 +431,9 @@ def make_train_step(
     ) -> tuple[Params, optax.OptState, PRNGKeyArray, dict[str, Array]]:
         key, step_key = jax.random.split(key)
         loss, grads = loss_and_grads(params, step_key, x, y)
+        if not guard:
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, key, {"loss": loss}
         grad_norm = optax.tree.norm(grads)  # before clipping
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -595,7 +601,9 @@ def prepare_out_dir(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"out_dir {out} is not writable: {e}") from e
     if cfg["init_from"] != "scratch":
         return
-    existing = checkpoint.Checkpoints(out, read_only=True).steps()
+    reader = checkpoint.Checkpoints(out, read_only=True)
+    existing = reader.steps()
+    reader.close()
     if existing and not cfg["overwrite"]:
         listed = "; ".join(f"{out / kind}: iteration{'s' if len(it) > 1 else ''} {', '.join(map(str, it))}"
                            for kind, it in existing.items())
@@ -639,6 +647,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         try:
             ck_meta = ckpts.meta(resume_kind)
         except checkpoint.CheckpointError as e:
+            ckpts.close()
             raise ConfigError(f"init_from={cfg['init_from']!r}: {e}") from e
         for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout"):  # the model must match
             cfg[k] = ck_meta["config"][k]
@@ -667,6 +676,7 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         try:
             state, ck_meta = ckpts.restore(resume_kind, like)
         except checkpoint.CheckpointError as e:
+            ckpts.close()
             raise ConfigError(f"init_from={cfg['init_from']!r}: {e}") from e
         params, opt_state = state["params"], state["opt_state"]
         key = jax.random.wrap_key_data(state["rng"]["key"])

@@ -227,11 +227,11 @@ for name, mesh in [("one", train.make_mesh(1, jax.devices()[:1])), ("four", trai
     optimizer, train_step, _ = train.make_steps(mc, cfg, mesh)
     params = init_params(mc, jax.random.key(0))
     x = jax.device_put(jnp.zeros((16, mc.block_size), jnp.int32), NamedSharding(mesh, P("data")))
-    params, _, _, loss = train_step(params, optimizer.init(params), jax.random.key(1), x, x)
+    params, _, _, stats = train_step(params, optimizer.init(params), jax.random.key(1), x, x)
     a = memory.ANALYSES[-1]
     results[name] = {{"function": a.function, "devices": a.devices, "temps": a.footprint.temps,
                      "step": a.footprint.step, "peak": a.peak, "in_use": a.budget.in_use,
-                     "arguments": a.footprint.arguments, "loss": float(loss)}}
+                     "arguments": a.footprint.arguments, "loss": float(stats["loss"])}}
 
 # shape checks at trace time see the global array, not one device's shard
 mesh = train.make_mesh(1)
@@ -317,11 +317,11 @@ optimizer, train_step, _ = train.make_steps(mc, cfg)
 params = init_params(mc, jax.random.key(0))
 x = jnp.zeros((int(sys.argv[1]), 64), jnp.int32)
 try:
-    params, _, _, loss = train_step(params, optimizer.init(params), jax.random.key(1), x, x)
+    params, _, _, stats = train_step(params, optimizer.init(params), jax.random.key(1), x, x)
 except MemoryError as exc:
     print("suggested", exc.suggested_batch_size)
     raise
-print("ran", float(loss))
+print("ran", float(stats["loss"]))
 """
 
 
