@@ -47,12 +47,15 @@ class Checkpoints:
     def __init__(self, out_dir: str | Path, keep_last: int = 2, read_only: bool = False) -> None:
         self.out = Path(out_dir)
         self.managers: dict[str, ocp.CheckpointManager] = {}
-        # Barriers through the distributed client (naming the processes does that): orbax's default
-        # barrier is a collective over every device, which, from its background thread, can
-        # interleave with the training step's collectives differently on each process (a hang, on
-        # CPU a Gloo timeout). With named processes orbax leaves creating the folders to us.
-        processes = ocp.options.MultiprocessingOptions(active_processes=set(range(jax.process_count())))
         for kind in KINDS:
+            # Barriers through the distributed client (naming the processes does that): orbax's
+            # default barrier is a collective over every device, which, from its background thread,
+            # can interleave with the training step's collectives differently on each process (a
+            # hang; on CPU a Gloo timeout). Their names are per kind: the three managers save the
+            # same iteration at once. With named processes orbax leaves creating the folders to us.
+            processes = ocp.options.MultiprocessingOptions(
+                active_processes=set(range(jax.process_count())), barrier_sync_key_prefix=f"gpt_{kind}"
+            )
             if not read_only:
                 (self.out / kind).mkdir(parents=True, exist_ok=True)
             options = ocp.CheckpointManagerOptions(
