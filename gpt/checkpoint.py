@@ -12,13 +12,16 @@ Each save holds the items ``params``, ``opt_state``, ``rng`` (the JAX key's data
 (JSON: iteration, config, numpy RNG state, ...). orbax makes the saves atomic (written into a
 temporary folder, renamed once complete, so a save killed mid-way leaves the previous ones
 readable) and asynchronous (the arrays are copied off the device, then written by a background
-thread while training goes on). In a multi-process run every process calls ``save`` and writes
+thread while training goes on); ``start_save`` moves even that copy off the training loop. In a
+multi-process run every process calls ``save`` and writes
 the shards it holds; nothing is gathered to process 0. Restoring onto abstract arrays that carry
 shardings reads each process's shards back in place.
 """
 
 import logging
 import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +44,20 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
+@jax.jit
+def snapshot(tree: Any) -> Any:
+    """A copy of tree on its devices (dispatched, not waited for): the training loop may donate
+    the original to its next step while a save still reads the copy."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
 class Checkpoints:
     """latest (keep the last keep_last), best (by val loss) and good (last known finite) under out_dir."""
 
     def __init__(self, out_dir: str | Path, keep_last: int = 2, read_only: bool = False) -> None:
         self.out = Path(out_dir)
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpt-checkpoint")  # saves in order
+        self._started: list[Future] = []
         self.managers: dict[str, ocp.CheckpointManager] = {}
         for kind in KINDS:
             # Barriers through the distributed client (naming the processes does that): orbax's
@@ -90,6 +102,28 @@ class Checkpoints:
         metrics = {"val_loss": val_loss} if val_loss is not None else None
         return manager.save(step, args=ocp.args.Composite(**items, meta=ocp.args.JsonSave(meta)), metrics=metrics)
 
+    def start_save(
+        self, kinds: tuple[str, ...], step: int, state: dict[str, Any], meta: dict[str, Any],
+        val_loss: float | None = None, warn: Callable[[str], None] = print,
+    ) -> None:
+        """Save state as each of kinds, and as good too if kinds has latest and every floating
+        value is finite, without blocking the caller: a device copy is dispatched, and a worker
+        thread checks it and hands it to orbax (whose own D2H copy and orbax's bookkeeping, ~0.1 s,
+        would otherwise stall a training loop for more than a step of a small model). A save that
+        fails (disk full) is passed to warn, never raised: the next save tries again."""
+        copy = snapshot(state)
+
+        def save_all() -> None:
+            promoted = ("good",) if "latest" in kinds and bool(all_finite((copy["params"], copy["opt_state"]))) else ()
+            for kind in (*kinds, *promoted):
+                try:
+                    self.save(kind, step, copy, meta, val_loss if kind == "best" else None)
+                except Exception as e:  # orbax's, tensorstore's or the OS's: none of them may end the run
+                    warn(f"warning: saving the {kind} checkpoint at iteration {step} failed, "
+                         f"training goes on: {type(e).__name__}: {e}")
+
+        self._started = [f for f in self._started if not f.done()] + [self._saver.submit(save_all)]
+
     def restore(self, kind: str, like: dict[str, Any], step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """(state, meta) of `kind` at `step` (default: its newest), read into the shapes, dtypes
         and shardings of `like` (a dict of pytrees of arrays or jax.ShapeDtypeStruct; any subset of
@@ -120,10 +154,13 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Block until every save started has been written (raises a background save's error)."""
+        for started in self._started:
+            started.result()
         for manager in self.managers.values():
             manager.wait_until_finished()
 
     def close(self) -> None:
+        self._saver.shutdown()
         for manager in self.managers.values():
             manager.close()
 

@@ -19,6 +19,7 @@ there with a report (exit status 1); with 'skip' the update is skipped, up to ma
 
 import ast
 import collections
+import contextlib
 import math
 import os
 import runpy
@@ -698,22 +699,15 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         )
 
     def save(kinds: tuple[str, ...], val_loss: float | None = None) -> None:
-        """Start saving the current state as each of kinds (every process takes part, each writing
-        its own shards); "latest" also becomes "good" if every leaf is finite. A failed save (disk
-        full) is a warning: the run goes on and the next save tries again."""
+        """Start saving the current state as each of kinds, and as good if it is all finite (see
+        Checkpoints.start_save: the loop goes on at once). Every process takes part, each writing
+        its own shards."""
         state = {"params": params, "opt_state": opt_state, "rng": {"key": jax.random.key_data(key)}}
-        if "latest" in kinds and bool(checkpoint.all_finite((params, opt_state))):
-            kinds = (*kinds, "good")
         ck = {
             "iter_num": iter_num, "best_val_loss": best_val_loss, "config": cfg, "model_args": model_config.to_dict(),
             "np_rng_state": np_rng.bit_generator.state, "data_meta": meta,
         }
-        for kind in kinds:
-            try:
-                ckpts.save(kind, iter_num, state, ck, val_loss if kind == "best" else None)
-            except Exception as e:  # orbax's, tensorstore's or the OS's: none of them may end the run
-                console.print(f"warning: saving the {kind} checkpoint at iteration {iter_num} failed, "
-                              f"training goes on: {type(e).__name__}: {e}")
+        ckpts.start_save(kinds, iter_num, state, ck, val_loss, warn=console.print)
 
     def estimate_loss() -> dict[str, float]:
         result = {}
@@ -747,6 +741,8 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         shown = [(it, {k: float(s[k]) for k in ("loss", "grad_norm", "update_norm")} | {"lr": lr_at(it)})
                  for it, s in recent if it <= iteration]
         bad = [name for name, ok in zip(leaf_names, np.asarray(stats["leaf_finite"])) if not ok]
+        with contextlib.suppress(Exception):  # (a failed save is reported when the run ends)
+            ckpts.wait()  # the saves under way, the last good one among them
         good_step = ckpts.managers["good"].latest_step()
         good = None if good_step is None else (ckpts.path("good", good_step), good_step)
         summary.update(iter_num=iteration, best_val_loss=best_val_loss)

@@ -10,9 +10,9 @@ The JAX runs use one device per CPU core, as train.py does (its cpu_devices sett
 
 --guards: the step with its guards (gradient and update norms, the finiteness select) against
 the plain update, in alternating turns of --chunk iterations in one process (the ratio is the
-median over turns of guarded / plain); then --saves checkpoint saves as train.py makes them
-(finiteness check, latest and good, asynchronous), each followed by a turn of guarded
-iterations: how long each save blocks the loop, against the step time.
+median over turns of guarded / plain); then --saves checkpoint saves as train.py starts them
+(latest, and good after the finiteness check), each followed by a turn of guarded iterations:
+how long each save blocks the loop, against the step time, and the step time while it is written.
 
 Steady state: the median over --iters iterations (after --warmup) of one whole training
 iteration as train.py runs it (get_batch, device_put, jitted step, block_until_ready on the
@@ -381,11 +381,9 @@ def guards_table(args, console) -> None:
     with tempfile.TemporaryDirectory() as out:
         ckpts = checkpoint.Checkpoints(out, keep_last=2)
         for i in range(1, args.saves + 1):
-            t = time.perf_counter()  # what train.py's save() does, up to handing the writing to orbax
+            t = time.perf_counter()  # what train.py's save() does in the loop
             tree = {"params": state["params"], "opt_state": state["opt"], "rng": {"key": jax.random.key_data(state["key"])}}
-            kinds = ("latest", "good") if bool(checkpoint.all_finite((state["params"], state["opt"]))) else ("latest",)
-            for kind in kinds:
-                ckpts.save(kind, i, tree, {"iter_num": i})
+            ckpts.start_save(("latest",), i, tree, {"iter_num": i})
             blocked.append(time.perf_counter() - t)
             after.extend(timed_turn(guarded, args.chunk))  # while the background writes go on
         ckpts.wait()
