@@ -514,7 +514,7 @@ def batch_loader(mesh: Mesh, block_size: int):
 def any_process(flag: bool) -> bool:
     """Whether any process of a multi-process run has `flag` set. Every process must call it at
     the same iteration: a Ctrl-C that reached only some processes then stops them all together
-    (the checkpoint gather is collective: a process stopping alone would hang the others)."""
+    (the checkpoint save is collective: a process stopping alone would hang the others)."""
     from jax.experimental import multihost_utils
 
     return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))

@@ -403,7 +403,7 @@ def test_two_processes_train_together_on_localhost(tmp_path, data_dir):
 @pytest.mark.slow
 def test_ctrl_c_in_one_of_two_processes_stops_both_and_saves(tmp_path, data_dir):
     """A SIGINT that reaches only process 1: both processes stop at the same log iteration and the
-    collective checkpoint save completes (stopping alone, process 1 hung in the gather)."""
+    collective checkpoint save completes (stopping alone, a process would hang the other)."""
     port = free_port()
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "gpt" / "train.py"), str(TINY), f"--data_dir={data_dir}", f"--out_dir={out}",
