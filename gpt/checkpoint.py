@@ -112,9 +112,12 @@ class Checkpoints:
         would otherwise stall a training loop for more than a step of a small model). A save that
         fails (disk full) is passed to warn, never raised: the next save tries again."""
         copy = snapshot(state)
+        # dispatched here, read in the worker: every computation that may need a collective (over
+        # a sharded state) is issued by the loop's thread, in the same order on every process
+        finite = all_finite((copy["params"], copy["opt_state"])) if "latest" in kinds else None
 
         def save_all() -> None:
-            promoted = ("good",) if "latest" in kinds and bool(all_finite((copy["params"], copy["opt_state"]))) else ()
+            promoted = ("good",) if finite is not None and bool(finite) else ()
             for kind in (*kinds, *promoted):
                 try:
                     self.save(kind, step, copy, meta, val_loss if kind == "best" else None)
