@@ -152,25 +152,78 @@ def prepare(
     return dataset_dir
 
 
+class DataError(ValueError):
+    """A dataset folder that is incomplete or whose files cannot be trusted."""
+
+
+FILES = ("train.bin", "val.bin", "meta.json")
+META_KEYS = ("tokenizer", "vocab_size")
+
+
+def rebuild_hint(dataset_dir: Path) -> str:
+    """The command that rebuilds dataset_dir from the text it was made from (as far as meta.json tells)."""
+    dataset, data_dir = dataset_dir.name, dataset_dir.parent
+    try:
+        meta = json.loads((dataset_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    source = {"file": f" --input {meta.get('location')}", "package": " --source package"}.get(meta.get("source"), "")
+    if not meta:
+        source = " [--input YOUR_TEXT]"
+    return f"python gpt/data.py {dataset} --data-dir {data_dir}{source}"
+
+
 def ensure_prepared(dataset: str, data_dir: str | Path = "data", input_path: str | Path | None = None) -> Path:
-    """The dataset dir, prepared first (from input_path, else the default source) only if one of
-    its files is missing."""
+    """The dataset dir, prepared first (from input_path, else the default source) only if it has
+    none of its files. One with some but not all is an error: it may hold the user's own text,
+    which must never be replaced by Shakespeare."""
     check_dataset(dataset)
     dataset_dir = Path(data_dir) / dataset
-    if all((dataset_dir / name).exists() for name in ("train.bin", "val.bin", "meta.json")):
+    missing = [name for name in FILES if not (dataset_dir / name).exists()]
+    if not missing:
         return dataset_dir
+    if len(missing) < len(FILES):
+        raise DataError(
+            f"dataset {dataset_dir} is incomplete: {', '.join(missing)} missing; rebuild it from its text "
+            f"(this replaces train.bin, val.bin and meta.json): {rebuild_hint(dataset_dir)}"
+        )
     return prepare(dataset, data_dir, input_path=input_path)
 
 
 def load_meta(dataset_dir: str | Path) -> dict:
-    return json.loads((Path(dataset_dir) / "meta.json").read_text(encoding="utf-8"))
+    path = Path(dataset_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} cannot be read ({e}); rebuild the dataset: {rebuild_hint(Path(dataset_dir))}") from e
+    if not isinstance(meta, dict) or any(key not in meta for key in META_KEYS):
+        raise DataError(f"{path} lacks {' or '.join(META_KEYS)}; rebuild the dataset: {rebuild_hint(Path(dataset_dir))}")
+    return meta
 
 
-def load_split(dataset_dir: str | Path, split: str) -> np.memmap:
-    """Token ids of one split, memory-mapped read-only (no copy, however large the corpus)."""
+def load_split(
+    dataset_dir: str | Path, split: str, vocab_size: int | None = None, block_size: int = 0
+) -> np.memmap:
+    """Token ids of one split, memory-mapped read-only (no copy, however large the corpus).
+
+    With vocab_size, every id is checked to be below it (one pass over the file): an id past the
+    embedding table gives NaN losses from the first step, far from their cause. With block_size,
+    the split must hold more tokens than one window."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-    return np.memmap(Path(dataset_dir) / f"{split}.bin", dtype=np.uint16, mode="r")
+    dataset_dir = Path(dataset_dir)
+    path = dataset_dir / f"{split}.bin"
+    size = path.stat().st_size
+    if size % 2 or size // 2 <= block_size:
+        why = "an odd number of bytes (it holds uint16 ids)" if size % 2 else f"{size // 2} tokens, block_size is {block_size}"
+        raise DataError(f"{path} has {why}; rebuild the dataset: {rebuild_hint(dataset_dir)}")
+    tokens = np.memmap(path, dtype=np.uint16, mode="r")
+    if vocab_size is not None and (top := int(tokens.max())) >= vocab_size:
+        raise DataError(
+            f"{path} holds token id {top}, but the vocabulary has {vocab_size} tokens (meta.json): the bins and "
+            f"meta.json were not built together; rebuild the dataset: {rebuild_hint(dataset_dir)}"
+        )
+    return tokens
 
 
 @functools.cache

@@ -20,8 +20,8 @@ from tokenizer import load_tokenizer
 from train import ConfigError, parse_config, print_help_if_asked
 
 # ----------------------------------------------------------------------------- defaults
-out_dir = "out"  # where train.py saved best.npz / last.npz
-ckpt = "best"  # 'best' or 'last'; best falls back to last when there is no best.npz
+out_dir = "out"  # where train.py saved its checkpoints
+ckpt = "best"  # 'best', 'latest' or 'good' (see train.py); best falls back to latest when there is none
 start = "\n"  # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
 num_samples = 10  # number of samples to draw (decoded together, as one batch)
 max_new_tokens = 500  # number of tokens generated in each sample
@@ -36,22 +36,21 @@ DEFAULTS: dict[str, Any] = {
 
 
 def load_model(out: str | Path, which: str = "best", dtype: str | None = None) -> tuple[dict, GPTConfig, dict]:
-    """(params, model config, checkpoint metadata) from out/{which}.npz."""
-    out = Path(out)
-    path = out / f"{which}.npz"
-    if which == "best" and not path.exists():
-        path = out / "last.npz"
-    if not path.exists():
-        tried = f"{out / 'best.npz'} nor {path}" if which == "best" else f"{path}"
-        raise FileNotFoundError(f"no checkpoint {tried}: train first (python gpt/train.py ... --out_dir={out})")
-    meta = checkpoint.load_meta(path)
-    args = dict(meta["model_args"])
-    if dtype is not None:
-        args["dtype"] = dtype
-    config = GPTConfig(**args)
+    """(params, model config, checkpoint metadata) from the newest checkpoint of kind `which`
+    in out (best falls back to latest); the optimizer state is not read."""
+    if which not in checkpoint.KINDS:
+        raise ConfigError(f"ckpt must be one of {', '.join(map(repr, checkpoint.KINDS))}, got {which!r}")
+    ckpts = checkpoint.Checkpoints(out, read_only=True)
+    found = ckpts.steps()
+    kind = "latest" if which == "best" and "best" not in found else which
+    if kind not in found:
+        tried = f"{Path(out) / 'best'} nor {Path(out) / 'latest'}" if which == "best" else f"{Path(out) / which}"
+        raise checkpoint.CheckpointError(f"no checkpoint in {tried}: train first (python gpt/train.py ... --out_dir={out})")
+    meta = ckpts.meta(kind)
+    config = GPTConfig(**{**meta["model_args"], **({"dtype": dtype} if dtype else {})})
     template = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-    params, _ = checkpoint.load(path, template, prefix="['params']")  # skip the optimizer state
-    return jax.tree_util.tree_map(jnp.asarray, params), config, meta
+    params, _ = ckpts.restore(kind, {"params": template})
+    return jax.tree_util.tree_map(jnp.asarray, params["params"]), config, meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,11 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         prompt = cfg["start"]
         if prompt.startswith("FILE:"):
             prompt = Path(prompt[5:]).read_text(encoding="utf-8")
-    except (ConfigError, FileNotFoundError) as e:
+        tok = load_tokenizer(meta["data_meta"])
+        ids = tok.encode(prompt)
+    except (ConfigError, checkpoint.CheckpointError, OSError) as e:
         print(f"sample.py: error: {e}", file=sys.stderr)
         return 2
-    tok = load_tokenizer(meta["data_meta"])
-    ids = tok.encode(prompt)
+    except ValueError as e:  # the prompt holds text the tokenizer cannot encode
+        print(f"sample.py: error: the prompt cannot be encoded: {e}", file=sys.stderr)
+        return 2
     x = jnp.asarray(np.tile(np.asarray(ids, np.int32)[None], (cfg["num_samples"], 1)))
     out = generate(
         params, x, config, cfg["max_new_tokens"], jax.random.key(cfg["seed"]),

@@ -45,6 +45,12 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        unknown = set(text) - self.stoi.keys()
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} character{'s' if len(unknown) > 1 else ''} not in the vocabulary: "
+                f"{''.join(sorted(unknown))!r}; the vocabulary ({self.vocab_size}): {''.join(self.chars)!r}"
+            )
         return [self.stoi[c] for c in text]
 
     def decode(self, ids: TokenIds) -> str:

@@ -6,19 +6,27 @@ Configuration: the defaults below, then any config file (a Python file whose top
 assignments override them), then ``--key=value`` overrides, in command-line order. Unknown keys
 and values of the wrong type are errors (exit status 2).
 
-``init_from='resume'`` continues from ``out_dir/last.npz`` exactly where it stopped: same
+Checkpoints (gpt/checkpoint.py, orbax-checkpoint) go to ``out_dir/latest`` (the last keep_last),
+``out_dir/best`` (lowest val loss) and ``out_dir/good`` (the newest with every value finite).
+``init_from='resume'`` continues from the newest of latest exactly where it stopped: same
 iteration, parameters, optimizer state and both RNGs (JAX key and numpy Generator), so a resumed
-run's losses equal an uninterrupted run's bit for bit. Ctrl-C stops after the current iteration
-and saves ``last.npz`` first (press it twice to abort without saving).
+run's losses equal an uninterrupted run's bit for bit; ``init_from='good'`` continues from good.
+Ctrl-C stops after the current iteration and saves first (press it twice to abort without saving).
+
+A non-finite loss or gradient norm is never applied: with ``on_nonfinite='stop'`` training stops
+there with a report (exit status 1); with 'skip' the update is skipped, up to max_skipped in a row.
 """
 
 import ast
+import collections
+import contextlib
 import math
 import os
 import runpy
 import signal
 import sys
 import time
+import traceback
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,8 +51,12 @@ eval_interval = 2000
 log_interval = 1
 eval_iters = 200
 eval_only = False  # if True, evaluate once and exit
-always_save_checkpoint = True  # if True, save best.npz after each eval even if val loss got worse
-init_from = "scratch"  # 'scratch' or 'resume' (from out_dir/last.npz)
+always_save_checkpoint = True  # if True, save latest after each eval even if val loss got worse (best: only if better)
+init_from = "scratch"  # 'scratch', 'resume' (the newest in out_dir/latest) or 'good' (out_dir/good, last known finite)
+overwrite = False  # a scratch run into an out_dir that holds checkpoints is refused unless True (then removes them)
+keep_last = 2  # how many saves out_dir/latest keeps
+on_nonfinite = "stop"  # a NaN/Inf loss or gradient norm: 'stop' (report, exit 1) or 'skip' (that update not applied)
+max_skipped = 5  # with 'skip': stop after this many skipped updates in a row
 # data
 dataset = "shakespeare_char"
 data_dir = "data"
@@ -88,8 +100,32 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+INIT_FROM = {"scratch": None, "resume": "latest", "good": "good"}  # init_from -> the checkpoint it reads
+POSITIVE = (  # zero or negative is an error (sample.py's keys too)
+    "eval_interval", "log_interval", "eval_iters", "batch_size", "block_size", "n_layer", "n_head", "n_embd",
+    "gradient_accumulation_steps", "lr_decay_iters", "keep_last", "max_skipped", "num_samples", "max_new_tokens",
+)
+NON_NEGATIVE = ("max_iters", "warmup_iters", "learning_rate", "min_lr", "grad_clip", "weight_decay", "dropout",
+                "temperature", "top_k")
+CHOICES = {"on_nonfinite": ("stop", "skip"), "dtype": ("float32", "bfloat16"), "init_from": tuple(INIT_FROM)}
+
+
 class ConfigError(ValueError):
     """A bad config file or --key=value override."""
+
+
+def check_values(cfg: dict[str, Any]) -> None:
+    """Refuse, before anything runs, values that would fail later or loop forever (an
+    eval_interval of 0 divides by zero after a whole compile; a negative batch_size...)."""
+    for key in POSITIVE:
+        if key in cfg and cfg[key] <= 0:
+            raise ConfigError(f"{key} must be positive, got {cfg[key]!r}")
+    for key in NON_NEGATIVE:
+        if key in cfg and cfg[key] < 0:
+            raise ConfigError(f"{key} must not be negative, got {cfg[key]!r}")
+    for key, choices in CHOICES.items():
+        if key in cfg and cfg[key] not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, choices))}, got {cfg[key]!r}")
 
 
 def _valid_keys(defaults: dict[str, Any]) -> str:
@@ -133,7 +169,12 @@ def parse_config(argv: list[str], defaults: dict[str, Any] | None = None) -> dic
             path = Path(arg)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {arg}")
-            values = runpy.run_path(str(path), run_name="__config__")
+            try:
+                values = runpy.run_path(str(path), run_name="__config__")
+            except Exception as e:  # whatever the file raises: the user's to fix, shown at its line
+                line = e.lineno if isinstance(e, SyntaxError) else next(
+                    (f.lineno for f in reversed(traceback.extract_tb(e.__traceback__)) if f.filename == str(path)), "?")
+                raise ConfigError(f"config file {arg}, line {line}: {type(e).__name__}: {e}") from e
             for key, value in values.items():
                 if key.startswith("_") or callable(value) or type(value).__name__ == "module":
                     continue  # dunders, imports and helpers of the config file itself
@@ -151,6 +192,7 @@ def parse_config(argv: list[str], defaults: dict[str, Any] | None = None) -> dic
         if isinstance(defaults[key], str) and not isinstance(value, str):
             value = raw
         config[key] = _check_value(key, value, arg, defaults)
+    check_values(config)
     return config
 
 
@@ -323,9 +365,15 @@ def make_steps(
 
 
 def make_train_step(
-    model_config: GPTConfig, optimizer: optax.GradientTransformation, accum: int, mesh: Mesh | None = None
+    model_config: GPTConfig, optimizer: optax.GradientTransformation, accum: int, mesh: Mesh | None = None,
+    guard: bool = True,
 ):
-    """The jitted update: (params, opt_state, key, x, y) -> (params, opt_state, key, loss).
+    """The jitted update: (params, opt_state, key, x, y) -> (params, opt_state, key, stats).
+    stats: loss, grad_norm (global, before clipping), update_norm, finite (loss and gradient norm
+    both finite) and leaf_finite (one flag per gradient leaf). A step that is not finite returns
+    params and opt_state unchanged, so a NaN never reaches them; the loop decides to stop or skip.
+    guard=False: the plain update, stats only the loss (scripts/bench_gpt.py measures the guard
+    against it).
     x, y hold accum * batch_size rows; gradients are accumulated over accum micro-batches with
     lax.scan. params and opt_state are donated (updated in place).
 
@@ -385,12 +433,23 @@ def make_train_step(
         key: PRNGKeyArray,
         x: Int[Array, "batch seq"],
         y: Int[Array, "batch seq"],
-    ) -> tuple[Params, optax.OptState, PRNGKeyArray, Float[Array, ""]]:
+    ) -> tuple[Params, optax.OptState, PRNGKeyArray, dict[str, Array]]:
         key, step_key = jax.random.split(key)
         loss, grads = loss_and_grads(params, step_key, x, y)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, key, loss
+        if not guard:
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, key, {"loss": loss}
+        grad_norm = optax.tree.norm(grads)  # before clipping
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # a non-finite step changes nothing: a select, never an arithmetic mask (0 * NaN is NaN)
+        keep = partial(jax.tree_util.tree_map, lambda new, old: jnp.where(finite, new, old))
+        params = keep(optax.apply_updates(params, updates), params)
+        stats = {
+            "loss": loss, "grad_norm": grad_norm, "update_norm": optax.tree.norm(updates), "finite": finite,
+            "leaf_finite": jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]),
+        }
+        return params, keep(new_opt_state, opt_state), key, stats
 
     if mesh is None:
         return jax.jit(train_step, donate_argnums=(0, 1, 2))
@@ -459,7 +518,7 @@ def batch_loader(mesh: Mesh, block_size: int):
 def any_process(flag: bool) -> bool:
     """Whether any process of a multi-process run has `flag` set. Every process must call it at
     the same iteration: a Ctrl-C that reached only some processes then stops them all together
-    (the checkpoint gather is collective: a process stopping alone would hang the others)."""
+    (the checkpoint save is collective: a process stopping alone would hang the others)."""
     from jax.experimental import multihost_utils
 
     return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
@@ -490,37 +549,116 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class Diverged(RuntimeError):
+    """Training stopped at a non-finite loss or gradient norm (on_nonfinite='stop', or max_skipped
+    skips in a row with 'skip'); the message is the report, summary what train() would return."""
+
+    def __init__(self, report: str, iteration: int, summary: dict[str, Any]) -> None:
+        super().__init__(report)
+        self.iteration, self.summary = iteration, summary
+
+
+def divergence_report(
+    iteration: int, recent: list[tuple[int, dict[str, float]]], bad_leaves: list[str], n_leaves: int,
+    skipped: int, good: tuple[Path, int] | None, cfg: dict[str, Any],
+) -> str:
+    """What a user needs when training blows up: where, the numbers leading there, which
+    gradients, and how to go on from the last checkpoint known to be finite."""
+    last = recent[-1][1]
+    why = f"{skipped} updates in a row were skipped" if skipped > 1 else "the update was not applied"
+    lines = [
+        f"training stopped at iteration {iteration}: non-finite loss or gradient norm "
+        f"(loss {last['loss']:.4g}, grad norm {last['grad_norm']:.4g}); {why}, and nothing after it was saved",
+        "  iteration       loss   grad norm  update norm        lr",
+    ]
+    lines += [
+        f"  {it:>9} {s['loss']:>10.4g} {s['grad_norm']:>11.4g} {s['update_norm']:>12.4g} {s['lr']:>9.3g}"
+        for it, s in recent
+    ]
+    if bad_leaves:
+        shown = ", ".join(bad_leaves[:6]) + (f" and {len(bad_leaves) - 6} more" if len(bad_leaves) > 6 else "")
+        lines.append(f"  non-finite gradients ({len(bad_leaves)} of {n_leaves} leaves): {shown}")
+    else:
+        lines.append("  every gradient leaf is finite: the loss itself is not")
+    lower = f"--learning_rate={cfg['learning_rate'] / 10:g} --min_lr={cfg['min_lr'] / 10:g}"
+    if good is None:
+        lines.append(f"  no checkpoint was saved before it: start again with a lower learning rate ({lower})")
+    else:
+        path, good_iter = good
+        lines += [
+            f"  last good checkpoint: {path} (iteration {good_iter}, every parameter finite)",
+            f"  resume from it with a lower learning rate: python gpt/train.py <your config and overrides> "
+            f"--out_dir={cfg['out_dir']} --init_from=good {lower}",
+        ]
+    return "\n".join(lines)
+
+
+def prepare_out_dir(cfg: dict[str, Any]) -> None:
+    """Create out_dir and write to it now, not at the first save an eval_interval later; refuse a
+    scratch run over existing checkpoints unless overwrite=True (then remove them)."""
+    out = Path(cfg["out_dir"])
+    probe = out / f".write-test-{jax.process_index()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"checkpoints go here")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"out_dir {out} is not writable: {e}") from e
+    if cfg["init_from"] != "scratch":
+        return
+    reader = checkpoint.Checkpoints(out, read_only=True)
+    existing = reader.steps()
+    reader.close()
+    if existing and not cfg["overwrite"]:
+        listed = "; ".join(f"{out / kind}: iteration{'s' if len(it) > 1 else ''} {', '.join(map(str, it))}"
+                           for kind, it in existing.items())
+        raise ConfigError(
+            f"out_dir {out} holds checkpoints ({listed}): a scratch run would overwrite them. "
+            f"Continue them with --init_from=resume, choose another --out_dir, or pass --overwrite=True"
+        )
+    if existing:
+        if jax.process_index() == 0:
+            checkpoint.remove(out)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("gpt: old checkpoints removed")
+
+
 def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
     """Run the training loop described by cfg; returns a summary (losses per logged iteration,
-    evals, final iteration). Writes only to cfg['out_dir'] (and data_dir when preparing data)."""
+    evals, final iteration, skipped iterations). Writes only to cfg['out_dir'] (and data_dir when
+    preparing data). Raises Diverged when training stops at a non-finite loss or gradient."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    check_values(cfg)
     init_distributed(cfg)  # before anything else touches JAX
-    is_main = jax.process_index() == 0  # only process 0 logs and writes checkpoints
+    is_main = jax.process_index() == 0  # only process 0 logs
     console = (console or Console(soft_wrap=True)) if is_main else Console(quiet=True)  # log lines unwrapped
     out = Path(cfg["out_dir"])
     accum = cfg["gradient_accumulation_steps"]
     tokens_per_iter = accum * cfg["batch_size"] * cfg["block_size"]
+    prepare_out_dir(cfg)
 
     dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"])
     meta = data.load_meta(dataset_dir)
-    splits = {s: data.load_split(dataset_dir, s) for s in ("train", "val")}
+    splits = {s: data.load_split(dataset_dir, s, meta["vocab_size"], cfg["block_size"]) for s in ("train", "val")}
 
+    ckpts = checkpoint.Checkpoints(out, cfg["keep_last"])
     iter_num, best_val_loss = 0, float("inf")
-    if cfg["init_from"] == "resume":
-        ckpt_path = out / "last.npz"
-        if not ckpt_path.exists():
-            raise ConfigError(f"init_from='resume' but there is no checkpoint at {ckpt_path}")
-        ck_meta = checkpoint.load_meta(ckpt_path)
+    resume_kind = INIT_FROM[cfg["init_from"]]
+    if resume_kind:
+        try:
+            ck_meta = ckpts.meta(resume_kind)
+        except checkpoint.CheckpointError as e:
+            ckpts.close()
+            raise ConfigError(f"init_from={cfg['init_from']!r}: {e}") from e
         for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout"):  # the model must match
             cfg[k] = ck_meta["config"][k]
-        model_config = GPTConfig(**ck_meta["model_args"])
-        model_config = GPTConfig(**{**model_config.to_dict(), "dtype": cfg["dtype"]})
-    elif cfg["init_from"] == "scratch":
-        model_config = model_config_from(cfg, meta["vocab_size"])
+        model_config = GPTConfig(**{**ck_meta["model_args"], "dtype": cfg["dtype"]})
     else:
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', not {cfg['init_from']!r}")
+        model_config = model_config_from(cfg, meta["vocab_size"])
 
     mesh = make_mesh(cfg["model_parallel"])
     check_batch_size(cfg["batch_size"], mesh)  # before compiling anything
@@ -538,21 +676,21 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
         opt_state = jax.jit(optimizer.init, out_shardings=opt_s)(params)
         key = jax.random.wrap_key_data(place(jax.random.key_data(key), replicated))
     np_rng = np.random.default_rng(cfg["seed"])
-    if cfg["init_from"] == "resume":
-        template = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key)}
-        state, ck_meta = checkpoint.load(out / "last.npz", template)
-        if mesh.devices.size == 1:
-            params = jax.tree_util.tree_map(jnp.asarray, state["params"])
-            opt_state = jax.tree_util.tree_map(jnp.asarray, state["opt_state"])
-            key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
-        else:
-            params, opt_state = place(state["params"], param_s), place(state["opt_state"], opt_s)
-            key = jax.random.wrap_key_data(place(state["key"], replicated))
+    if resume_kind:  # read onto the same shardings: each process reads the shards it holds
+        like = {"params": params, "opt_state": opt_state, "rng": {"key": jax.random.key_data(key)}}
+        try:
+            state, ck_meta = ckpts.restore(resume_kind, like)
+        except checkpoint.CheckpointError as e:
+            ckpts.close()
+            raise ConfigError(f"init_from={cfg['init_from']!r}: {e}") from e
+        params, opt_state = state["params"], state["opt_state"]
+        key = jax.random.wrap_key_data(state["rng"]["key"])
         np_rng.bit_generator.state = ck_meta["np_rng_state"]
         iter_num, best_val_loss = ck_meta["iter_num"], ck_meta["best_val_loss"]
-        console.print(f"resuming from {out / 'last.npz'} at iteration {iter_num}")
+        console.print(f"resuming from {ckpts.path(resume_kind)} at iteration {iter_num}")
 
     n_params = num_params(params)
+    leaf_names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     console.print(
         f"model: {model_config.n_layer} layers, {model_config.n_head} heads, {model_config.n_embd} embd, "
         f"vocab {model_config.vocab_size}, {n_params / 1e6:.2f}M parameters; "
@@ -564,20 +702,16 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
             f"{'es' if jax.process_count() > 1 else ''}), data {mesh.shape['data']} x model {mesh.shape['model']}"
         )
 
-    def save(name: str) -> None:
-        tree = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key)}
-        if jax.process_count() > 1:  # every process takes part in the gather; process 0 writes
-            from jax.experimental import multihost_utils
-
-            tree = multihost_utils.process_allgather(tree, tiled=True)
-        if not is_main:
-            return
+    def save(kinds: tuple[str, ...], val_loss: float | None = None) -> None:
+        """Start saving the current state as each of kinds, and as good if it is all finite (see
+        Checkpoints.start_save: the loop goes on at once). Every process takes part, each writing
+        its own shards."""
+        state = {"params": params, "opt_state": opt_state, "rng": {"key": jax.random.key_data(key)}}
         ck = {
-            "iter_num": iter_num, "best_val_loss": best_val_loss, "config": cfg,
-            "model_args": model_config.to_dict(), "np_rng_state": np_rng.bit_generator.state,
-            "data_meta": meta,
+            "iter_num": iter_num, "best_val_loss": best_val_loss, "config": cfg, "model_args": model_config.to_dict(),
+            "np_rng_state": np_rng.bit_generator.state, "data_meta": meta,
         }
-        checkpoint.save(out / name, tree, ck)
+        ckpts.start_save(kinds, iter_num, state, ck, val_loss, warn=console.print)
 
     def estimate_loss() -> dict[str, float]:
         result = {}
@@ -590,7 +724,35 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
             result[split] = float(np.mean(losses))
         return result
 
-    summary: dict[str, Any] = {"losses": {}, "evals": {}, "interrupted": False, "diverged": False}
+    summary: dict[str, Any] = {"losses": {}, "evals": {}, "interrupted": False, "skipped": []}
+    recent: collections.deque = collections.deque(maxlen=6)  # (iteration, stats) of the last iterations
+    skipped_in_a_row = 0
+    lr_at = lambda iteration: float(get_lr(iteration - 1, cfg))  # noqa: E731  (the lr iteration `iteration` used)
+
+    def check(entry: tuple[int, dict[str, Array]]) -> None:
+        """Act on a step's finiteness flag: read one step late, so the host never stalls the queue."""
+        nonlocal skipped_in_a_row
+        iteration, stats = entry
+        if bool(stats["finite"]):
+            skipped_in_a_row = 0
+            return
+        skipped_in_a_row += 1
+        summary["skipped"].append(iteration)
+        if cfg["on_nonfinite"] == "skip" and skipped_in_a_row < cfg["max_skipped"]:
+            console.print(f"iter {iteration}: non-finite loss or gradient norm, update skipped "
+                          f"({skipped_in_a_row} in a row; stopping at {cfg['max_skipped']})")
+            return
+        shown = [(it, {k: float(s[k]) for k in ("loss", "grad_norm", "update_norm")} | {"lr": lr_at(it)})
+                 for it, s in recent if it <= iteration]
+        bad = [name for name, ok in zip(leaf_names, np.asarray(stats["leaf_finite"])) if not ok]
+        with contextlib.suppress(Exception):  # (a failed save is reported when the run ends)
+            ckpts.wait()  # the saves under way, the last good one among them
+        good_step = ckpts.managers["good"].latest_step()
+        good = None if good_step is None else (ckpts.path("good", good_step), good_step)
+        summary.update(iter_num=iteration, best_val_loss=best_val_loss)
+        report = divergence_report(iteration, shown, bad, len(leaf_names), skipped_in_a_row, good, cfg)
+        raise Diverged(report, iteration, summary)
+
     columns = [
         TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
@@ -598,67 +760,80 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
     log_lines = not console.is_terminal or not is_main  # in a pipe or log file: nanoGPT-style lines, no bar
     t0 = time.perf_counter()
     last_log_iter, running_mfu = iter_num, -1.0
-    with _StopFlag() as stop, Progress(*columns, console=console, disable=log_lines) as progress:
-        task = progress.add_task("train", total=cfg["max_iters"], completed=iter_num, stats="")
-        loss = None
-        # On several CPU devices, steps queued without a sync deadlock XLA:CPU's all-reduce (jaxlib
-        # 0.10): keep one step in flight there. Accelerators keep JAX's usual asynchronous queue.
-        one_in_flight = jax.default_backend() == "cpu" and mesh.devices.size > 1
-        multi_process = jax.process_count() > 1  # then a Ctrl-C is agreed on at log iterations
-        while True:
-            if iter_num % cfg["eval_interval"] == 0 or iter_num == cfg["max_iters"]:
-                losses = estimate_loss()
-                summary["evals"][iter_num] = losses
-                progress.console.print(
-                    f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-                )
-                improved = losses["val"] < best_val_loss
-                if improved:
-                    best_val_loss = losses["val"]
-                if iter_num > 0 and (improved or cfg["always_save_checkpoint"]):
-                    save("best.npz")
-                if iter_num > 0:
-                    save("last.npz")
-                t0 = time.perf_counter()  # don't count the eval in ms/iter
-                last_log_iter = iter_num
-            if cfg["eval_only"] or iter_num >= cfg["max_iters"]:
-                break
-
-            x, y = load_batch(splits["train"], accum * cfg["batch_size"], np_rng)  # while the last step runs
-            if one_in_flight and loss is not None:
-                loss.block_until_ready()
-            params, opt_state, key, loss = train_step(params, opt_state, key, x, y)
-            iter_num += 1
-
-            log_now = iter_num % cfg["log_interval"] == 0
-            stopping = log_now and any_process(stop.stop) if multi_process else stop.stop
-            if log_now or stopping:
-                lossf = float(loss)  # waits for this step
-                if not math.isfinite(lossf):  # diverged: later steps only spread the NaN
-                    console.print(f"iter {iter_num}: loss is {lossf}, stopping (the last checkpoint is kept)")
-                    summary["diverged"] = True
-                    break
-                t1 = time.perf_counter()
-                dt = (t1 - t0) / max(iter_num - last_log_iter, 1)
-                t0, last_log_iter = t1, iter_num
-                summary["losses"][iter_num] = lossf
-                mfu = estimate_mfu(n_params, model_config, tokens_per_iter, dt, cfg["peak_flops"])
-                running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
-                stats = (
-                    f"loss {lossf:.4f}  {dt * 1000:.1f} ms/iter  {tokens_per_iter / dt:,.0f} tok/s  "
-                    f"mfu {running_mfu * 100:.1f}%  lr {float(get_lr(iter_num - 1, cfg)):.2e}"
-                )
-                progress.update(task, completed=iter_num, stats=stats)
-                if log_lines:
-                    console.print(
-                        f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, "
-                        f"tok/s {tokens_per_iter / dt:.0f}, mfu {running_mfu * 100:.2f}%"
+    try:
+        with _StopFlag() as stop, Progress(*columns, console=console, disable=log_lines) as progress:
+            task = progress.add_task("train", total=cfg["max_iters"], completed=iter_num, stats="")
+            pending = None  # the last step, its finiteness flag not read yet
+            # On several CPU devices, steps queued without a sync deadlock XLA:CPU's all-reduce (jaxlib
+            # 0.10): keep one step in flight there. Accelerators keep JAX's usual asynchronous queue.
+            one_in_flight = jax.default_backend() == "cpu" and mesh.devices.size > 1
+            multi_process = jax.process_count() > 1  # then a Ctrl-C is agreed on at log iterations
+            while True:
+                if iter_num % cfg["eval_interval"] == 0 or iter_num == cfg["max_iters"]:
+                    if pending is not None:
+                        check(pending)
+                        pending = None
+                    losses = estimate_loss()
+                    summary["evals"][iter_num] = losses
+                    progress.console.print(
+                        f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                     )
-            if stopping:
-                save("last.npz")
-                console.print(f"interrupted: saved {out / 'last.npz'} at iteration {iter_num}")
-                summary["interrupted"] = True
-                break
+                    improved = losses["val"] < best_val_loss
+                    if improved:
+                        best_val_loss = losses["val"]
+                    if iter_num > 0:
+                        save((("latest",) if improved or cfg["always_save_checkpoint"] else ())
+                             + (("best",) if improved else ()), losses["val"])
+                    t0 = time.perf_counter()  # don't count the eval (or a save's copy) in ms/iter
+                    last_log_iter = iter_num
+                if cfg["eval_only"] or iter_num >= cfg["max_iters"]:
+                    break
+
+                x, y = load_batch(splits["train"], accum * cfg["batch_size"], np_rng)  # while the last step runs
+                if one_in_flight and pending is not None:
+                    pending[1]["loss"].block_until_ready()
+                params, opt_state, key, stats = train_step(params, opt_state, key, x, y)
+                iter_num += 1
+                entry = (iter_num, stats)
+                recent.append(entry)
+                if pending is not None:
+                    check(pending)
+                pending = entry
+
+                log_now = iter_num % cfg["log_interval"] == 0
+                stopping = log_now and any_process(stop.stop) if multi_process else stop.stop
+                if log_now or stopping:
+                    check(pending)  # waits for this step
+                    pending = None
+                    lossf = float(stats["loss"])
+                    t1 = time.perf_counter()
+                    dt = (t1 - t0) / max(iter_num - last_log_iter, 1)
+                    t0, last_log_iter = t1, iter_num
+                    summary["losses"][iter_num] = lossf
+                    mfu = estimate_mfu(n_params, model_config, tokens_per_iter, dt, cfg["peak_flops"])
+                    running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
+                    norms = f"grad norm {float(stats['grad_norm']):.3g}, update norm {float(stats['update_norm']):.3g}"
+                    stats_text = (
+                        f"loss {lossf:.4f}  {norms}  {dt * 1000:.1f} ms/iter  {tokens_per_iter / dt:,.0f} tok/s  "
+                        f"mfu {running_mfu * 100:.1f}%  lr {lr_at(iter_num):.2e}"
+                    )
+                    progress.update(task, completed=iter_num, stats=stats_text)
+                    if log_lines:
+                        console.print(
+                            f"iter {iter_num}: loss {lossf:.4f}, {norms}, lr {lr_at(iter_num):.2e}, time {dt * 1000:.2f}ms, "
+                            f"tok/s {tokens_per_iter / dt:.0f}, mfu {running_mfu * 100:.2f}%"
+                        )
+                if stopping:
+                    save(("latest",))
+                    console.print(f"interrupted: saved {ckpts.path('latest', iter_num)} at iteration {iter_num}")
+                    summary["interrupted"] = True
+                    break
+    finally:
+        try:  # the saves started must be complete before the run ends, whatever ends it
+            ckpts.wait()
+        except Exception as e:
+            console.print(f"warning: a checkpoint save failed: {type(e).__name__}: {e}")
+        ckpts.close()
     summary.update(iter_num=iter_num, best_val_loss=best_val_loss)
     return summary
 
@@ -669,16 +844,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = parse_config(argv)
-    except ConfigError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
-    try:
         init_distributed(cfg)
         use_cpu_cores(cfg)
         train(cfg)
-    except ConfigError as e:
+    except (ConfigError, data.DataError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
+    except Diverged as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,8 +4,15 @@
     python scripts/bench_gpt.py --nanogpt /tmp/nanoGPT           # side by side with nanoGPT eager / torch.compile
     python scripts/bench_gpt.py --devices 1,2,4                  # data-parallel over 1, 2, 4 devices
     python scripts/bench_gpt.py --per-core                       # ... and the floor data parallelism could reach
+    python scripts/bench_gpt.py --guards                         # the NaN guard's cost; how long a save blocks
 
 The JAX runs use one device per CPU core, as train.py does (its cpu_devices setting).
+
+--guards: the step with its guards (gradient and update norms, the finiteness select) against
+the plain update, in alternating turns of --chunk iterations in one process (the ratio is the
+median over turns of guarded / plain); then --saves checkpoint saves as train.py starts them
+(latest, and good after the finiteness check), each followed by a turn of guarded iterations:
+how long each save blocks the loop, against the step time, and the step time while it is written.
 
 Steady state: the median over --iters iterations (after --warmup) of one whole training
 iteration as train.py runs it (get_batch, device_put, jitted step, block_until_ready on the
@@ -59,8 +66,9 @@ def setup_cache(cache_dir: str | None) -> None:
         jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
 
 
-def make_run(args):
-    """(one_iteration, batch tokens) for the CPU config, built exactly as train.py does."""
+def make_run(args, guard: bool = True):
+    """(one_iteration, batch tokens, state) for the CPU config, built exactly as train.py does
+    (guard=False: the step without its guards)."""
     import jax
     import numpy as np
 
@@ -74,7 +82,10 @@ def make_run(args):
     dataset_dir = data.ensure_prepared(cfg["dataset"], cfg["data_dir"], input_path=args.input)
     tokens = data.load_split(dataset_dir, "train")
     mc = train.model_config_from(cfg, data.load_meta(dataset_dir)["vocab_size"])
-    opt, step, _ = train.make_steps(mc, cfg)
+    mesh = train.make_mesh(cfg["model_parallel"])
+    opt, step, _ = train.make_steps(mc, cfg, mesh)
+    if not guard:
+        step = train.make_train_step(mc, opt, cfg["gradient_accumulation_steps"], mesh, guard=False)
     load = train.batch_loader(train.make_mesh(cfg["model_parallel"]), cfg["block_size"])  # as train.py
     key = jax.random.key(cfg["seed"])
     state = {"params": jax.jit(init_params, static_argnums=0)(mc, key)}
@@ -83,22 +94,22 @@ def make_run(args):
 
     def one_iteration():
         x, y = load(tokens, cfg["batch_size"], rng)
-        state["params"], state["opt"], state["key"], loss = step(state["params"], state["opt"], state["key"], x, y)
-        return float(loss)
+        state["params"], state["opt"], state["key"], stats = step(state["params"], state["opt"], state["key"], x, y)
+        return float(stats["loss"])
 
-    return one_iteration, cfg["batch_size"] * cfg["block_size"]
+    return one_iteration, cfg["batch_size"] * cfg["block_size"], state
 
 
 def first_iteration(args) -> None:
     """Child process: report seconds from process start to the end of the first iteration."""
     setup_cache(args.cache_dir)
-    run, _ = make_run(args)
+    run, _, _ = make_run(args)
     run()
     print(json.dumps({"first_iter_s": time.perf_counter() - T_START}))
 
 
 def steady(args) -> dict:
-    run, tokens = make_run(args)
+    run, tokens, _ = make_run(args)
     for _ in range(args.warmup):
         run()
     times = []
@@ -200,7 +211,7 @@ def trainer_child(args) -> None:
     t = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # stdout is for answers only (nanoGPT prints as it builds)
         if args.trainer == "jax":
-            run, tokens = make_run(args)
+            run, tokens, _ = make_run(args)
         else:
             run, tokens = make_nanogpt_run(args, compile_=args.trainer == "nanogpt compile")
         run()
@@ -278,6 +289,8 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=20, help="iterations per turn with --nanogpt (default %(default)s)")
     p.add_argument("--no-first-iter", action="store_true", help="skip the cold/warm first-iteration runs")
     p.add_argument("--devices", help="comma-separated device counts, e.g. 1,2,4: tokens/s on each (data-parallel)")
+    p.add_argument("--guards", action="store_true", help="the guards' paired step-time ratio and the time a save blocks")
+    p.add_argument("--saves", type=int, default=10, help="checkpoint saves timed with --guards (default %(default)s)")
     p.add_argument("--per-core", action="store_true",
                    help="also run one pinned process per core, each on its share of the batch, at once (see above)")
     p.add_argument("--first-iter", action="store_true", help=argparse.SUPPRESS)
@@ -308,6 +321,8 @@ def main() -> None:
         make_run(args)  # prepares the data once, before the timed child processes
     if args.devices:
         return devices_table(args, console)
+    if args.guards:
+        return guards_table(args, console)
     results = side_by_side(args, console) if args.nanogpt else {"jax": steady(args)}
     console.print(f"jax: {results['jax']}")
     if args.per_core:
@@ -334,6 +349,63 @@ def main() -> None:
             console.print(f"time to first iteration ({label} compilation cache): {r['first_iter_s']:.2f} s "
                           f"(process {r['process_s']:.2f} s)")
     print(json.dumps(results))
+
+
+def timed_turn(run, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def guards_table(args, console) -> None:
+    """--guards (see above): the guards' paired cost, then the time each save blocks the loop."""
+    import jax
+    from rich.table import Table
+
+    import checkpoint
+
+    guarded, _, state = make_run(args)
+    plain, _, _ = make_run(args, guard=False)
+    for run in (guarded, plain):
+        for _ in range(args.warmup):
+            run()
+    turns = [(timed_turn(guarded, args.chunk), timed_turn(plain, args.chunk)) for _ in range(max(1, args.iters // args.chunk))]
+    ratio = statistics.median(statistics.median(g) / statistics.median(p) for g, p in turns)
+    step_ms = statistics.median(t for g, _ in turns for t in g) * 1000
+    plain_ms = statistics.median(t for _, p in turns for t in p) * 1000
+
+    blocked, after = [], []
+    with tempfile.TemporaryDirectory() as out:
+        ckpts = checkpoint.Checkpoints(out, keep_last=2)
+        for i in range(1, args.saves + 1):
+            t = time.perf_counter()  # what train.py's save() does in the loop
+            tree = {"params": state["params"], "opt_state": state["opt"], "rng": {"key": jax.random.key_data(state["key"])}}
+            ckpts.start_save(("latest",), i, tree, {"iter_num": i})
+            blocked.append(time.perf_counter() - t)
+            after.extend(timed_turn(guarded, args.chunk))  # while the background writes go on
+        ckpts.wait()
+        ckpts.close()
+    blocked_ms = statistics.median(blocked) * 1000
+    results = {
+        "guarded_ms_per_iter": step_ms, "plain_ms_per_iter": plain_ms, "guard_ratio_paired": ratio, "turns": len(turns),
+        "save_blocks_ms_median": blocked_ms, "save_blocks_ms_max": max(blocked) * 1000,
+        "save_blocks_in_steps": blocked_ms / step_ms, "ms_per_iter_while_writing": statistics.median(after) * 1000,
+        "devices": jax.device_count(),
+    }
+    table = Table(title=f"CPU config (4x128, block 64, batch 12), {args.dtype}, {jax.device_count()} JAX device(s): "
+                        f"guards ({len(turns)} paired turns of {args.chunk}) and checkpoint saves ({args.saves})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("step with guards / plain step (paired median)", f"{ratio:.3f}x")
+    table.add_row("ms/iter with guards, plain", f"{step_ms:.2f}, {plain_ms:.2f}")
+    table.add_row("a save blocks the loop (median, max)", f"{blocked_ms:.1f} ms, {max(blocked) * 1000:.1f} ms")
+    table.add_row("... in steps (median)", f"{blocked_ms / step_ms:.2f}")
+    table.add_row("ms/iter while a save is written", f"{results['ms_per_iter_while_writing']:.2f}")
+    console.print(table)
+    print(json.dumps({"guards": results}))
 
 
 def devices_table(args, console) -> None:

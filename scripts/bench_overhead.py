@@ -219,8 +219,8 @@ params = (params, key)  # the state is (params, opt_state, key): donated and rep
 
 def call(state, x, y):
     (p, k), s = state
-    p, s, k, loss = train_step(p, s, k, x, y)
-    return (p, k), s, loss
+    p, s, k, stats = train_step(p, s, k, x, y)
+    return (p, k), s, stats["loss"]
 
 
 INFO = dict(jit=routed(train_step))

@@ -60,10 +60,10 @@ def run_gpt(cfg: dict, seed: int, out_dir: Path, splits: dict) -> dict[str, floa
     import train
     from eval_whole_split import from_gpt, whole_split_loss
 
-    run_cfg = {**cfg, "seed": seed, "out_dir": str(out_dir / f"gpt-seed{seed}")}
+    run_cfg = {**cfg, "seed": seed, "out_dir": str(out_dir / f"gpt-seed{seed}"), "overwrite": True}  # a re-run replaces it
     with open(os.devnull, "w") as quiet:
         summary = train.train(run_cfg, console=Console(file=quiet))
-    params, config = from_gpt(Path(run_cfg["out_dir"]) / "last.npz")
+    params, config = from_gpt(Path(run_cfg["out_dir"]))
     return {"printed": summary["evals"][cfg["max_iters"]]["val"], "whole": whole_split_loss(params, config, splits["val"])}
 
 

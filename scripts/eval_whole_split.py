@@ -1,6 +1,6 @@
 """Mean loss over a whole split, for gpt/ checkpoints and PyTorch nanoGPT's, with one evaluator.
 
-    python scripts/eval_whole_split.py out-a/last.npz /path/to/nanoGPT/out-b/ckpt.pt --data_dir=data
+    python scripts/eval_whole_split.py out-a /path/to/nanoGPT/out-b/ckpt.pt --data_dir=data   # out-a: gpt/'s out_dir
 
 train.py's and nanoGPT's eval estimate the loss from eval_iters random batches; at 20 batches
 that estimate moves by +-0.015 from run to run. This script instead averages the loss over every
@@ -59,10 +59,12 @@ def nanogpt_params(state_dict: dict, config: GPTConfig) -> Params:
     return {"wte": sd["transformer.wte.weight"], "wpe": sd["transformer.wpe.weight"], "h": h, "ln_f": norm("transformer.ln_f")}
 
 
-def from_gpt(path: Path) -> tuple[Params, GPTConfig]:
-    config = GPTConfig(**checkpoint.load_meta(path)["model_args"])
+def from_gpt(out_dir: Path, kind: str = "latest") -> tuple[Params, GPTConfig]:
+    """The parameters of gpt/train.py's newest `kind` checkpoint in out_dir (not its optimizer state)."""
+    ckpts = checkpoint.Checkpoints(out_dir, read_only=True)
+    config = GPTConfig(**ckpts.meta(kind)["model_args"])
     template = jax.eval_shape(partial(init_params, config), jax.random.key(0))
-    return checkpoint.load(path, template, prefix="['params']")[0], config
+    return ckpts.restore(kind, {"params": template})[0]["params"], config
 
 
 _loss = jax.jit(loss_fn, static_argnums=3)  # one compile per config and batch shape, across models and splits
@@ -82,7 +84,7 @@ def whole_split_loss(params: Params, config: GPTConfig, tokens: np.ndarray, batc
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs="+", type=Path, help="gpt/ .npz checkpoints or nanoGPT ckpt.pt files")
+    p.add_argument("checkpoints", nargs="+", type=Path, help="gpt/ out_dirs (their latest checkpoint) or nanoGPT ckpt.pt files")
     p.add_argument("--data_dir", default="data", help="where gpt/data.py prepared the dataset (default: data)")
     p.add_argument("--dataset", default="shakespeare_char")
     p.add_argument("--splits", default="train,val")

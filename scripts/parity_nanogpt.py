@@ -65,8 +65,8 @@ def main() -> None:
         x, y = data.get_batch(splits["train"], cfg["batch_size"], config.block_size, rng)
         tx, ty = torch.from_numpy(x).long(), torch.from_numpy(y).long()
         loss = nanogpt_side.train_iteration(torch_model, torch_opt, tx, ty, nanogpt_side.lr_at(it, cfg), cfg["grad_clip"])
-        params, opt_state, key, jax_loss = train_step(params, opt_state, key, x, y)
-        losses = np.array([loss.item(), float(jax_loss)])
+        params, opt_state, key, stats = train_step(params, opt_state, key, x, y)
+        losses = np.array([loss.item(), float(stats["loss"])])
         window += losses
         if (it + 1) % args.print_every == 0 or it + 1 == iters:
             n = (it % args.print_every) + 1

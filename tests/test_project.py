@@ -15,7 +15,7 @@ else:  # pragma: no cover
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"tiktoken_ext": "tiktoken", "_pytest": "pytest"}
+DISTRIBUTION = {"tiktoken_ext": "tiktoken", "_pytest": "pytest", "orbax": "orbax-checkpoint"}
 # The pytest plugin: only pytest imports it, so it alone may import pytest, which is no dependency.
 PYTEST_PLUGIN = frozenset({"pytest_plugin.py", "pytest_hook.py"})
 

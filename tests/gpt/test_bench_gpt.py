@@ -47,3 +47,15 @@ def test_side_by_side_trainer_child_answers_turns_of_iterations(data_dir, tmp_pa
     finally:
         child.kill()
         log.close()
+
+
+@pytest.mark.slow
+def test_guards_prints_the_paired_guard_ratio_and_the_time_a_save_blocks(data_dir):
+    r = subprocess.run([sys.executable, str(SCRIPT), f"--data_dir={data_dir}", "--guards", "--iters=4", "--chunk=2",
+                        "--warmup=1", "--saves=2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])["guards"]
+    assert got["turns"] == 2 and 0.3 < got["guard_ratio_paired"] < 3
+    assert 0 < got["save_blocks_ms_median"] <= got["save_blocks_ms_max"]
+    assert got["save_blocks_in_steps"] == pytest.approx(got["save_blocks_ms_median"] / got["guarded_ms_per_iter"])
+    assert "step with guards / plain step (paired median)" in r.stdout and "a save blocks the loop" in r.stdout

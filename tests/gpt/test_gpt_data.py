@@ -132,11 +132,15 @@ def test_get_batch_reaches_the_last_token_and_rejects_short_data():
         data.get_batch(tokens, 1, 17, np.random.default_rng(0))
 
 
-def test_ensure_prepared_prepares_only_what_is_missing(tmp_path: Path, sample_file: Path, monkeypatch: pytest.MonkeyPatch):
+def test_ensure_prepared_prepares_only_an_empty_dataset(tmp_path: Path, sample_file: Path, monkeypatch: pytest.MonkeyPatch):
     out = data.prepare("shakespeare_char", tmp_path, input_path=sample_file)
     monkeypatch.setattr(data, "prepare", lambda *args, **kwargs: pytest.fail("re-prepared"))
     assert data.ensure_prepared("shakespeare_char", tmp_path) == out
-    (out / "val.bin").unlink()
+    (out / "val.bin").unlink()  # one file missing: never rebuilt behind the user's back (it may be their text)
+    with pytest.raises(data.DataError, match=f"val.bin missing.*--input {sample_file.resolve()}"):
+        data.ensure_prepared("shakespeare_char", tmp_path)
+    for name in data.FILES:
+        (out / name).unlink(missing_ok=True)
     monkeypatch.setattr(data, "prepare", lambda dataset, data_dir, input_path: Path(data_dir) / f"from {input_path}")
     assert data.ensure_prepared("shakespeare_char", tmp_path) == tmp_path / "from None"  # the default source
     assert data.ensure_prepared("shakespeare_char", tmp_path, sample_file) == tmp_path / f"from {sample_file}"

@@ -25,11 +25,11 @@ params = init_params(model_config, key)
 opt_state = optimizer.init(params)
 x = jnp.zeros((int(sys.argv[1]), 64), jnp.int32)
 try:
-    params, opt_state, key, loss = train_step(params, opt_state, key, x, x)
+    params, opt_state, key, stats = train_step(params, opt_state, key, x, x)
 except MemoryError as exc:
     print("suggested", exc.suggested_batch_size, "alive", not x.is_deleted() and not jax.tree_util.tree_leaves(params)[0].is_deleted())
     raise
-print("ran", float(loss))
+print("ran", float(stats["loss"]))
 """
 
 

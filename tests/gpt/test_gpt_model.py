@@ -130,7 +130,7 @@ HOOKED = textwrap.dedent(
         step = train.make_train_step(cfg, opt, 2)
         params, state, key, loss = step(params, opt.init(params), jax.random.key(2), jnp.zeros((4, 16), jnp.int32),
                                         jnp.zeros((4, 16), jnp.int32))
-        assert loss.shape == ()
+        assert loss["loss"].shape == () and loss["finite"].dtype == jnp.bool_
         train.make_eval_step(cfg)(params, x, x)
         toks = model.generate(params, x[:, :3], cfg, 20, jax.random.key(3), temperature=0.8, top_k=5)
         assert toks.shape == (2, 20)

@@ -65,12 +65,14 @@ def test_top_k_1_is_greedy_and_sampling_uses_the_key(params):
     np.testing.assert_array_equal(a, generate(params, prompt, CFG, 12, jax.random.key(1), temperature=3.0))
 
 
-def test_sample_script(tmp_path, params):
+def test_sample_script(tmp_path, params, capsys):
     chars = [chr(ord(" ") + i) for i in range(65)]
     opt_state = {"mu": jax.tree_util.tree_map(jnp.zeros_like, params)}
     meta = {"iter_num": 1, "model_args": CFG.to_dict(),
             "data_meta": {"tokenizer": "char", "vocab_size": 65, "chars": chars}}
-    checkpoint.save(tmp_path / "last.npz", {"params": params, "opt_state": opt_state}, meta)
+    ckpts = checkpoint.Checkpoints(tmp_path)
+    ckpts.save("latest", 1, {"params": params, "opt_state": opt_state}, meta)
+    ckpts.wait()
     r = subprocess.run(
         [sys.executable, str(ROOT / "gpt" / "sample.py"), f"--out_dir={tmp_path}", "--start=ABC",
          "--num_samples=2", "--max_new_tokens=30", "--temperature=0.0"],
@@ -82,6 +84,11 @@ def test_sample_script(tmp_path, params):
     assert len(samples[0].rstrip("\n")) == 33
     r = subprocess.run([sys.executable, str(ROOT / "gpt" / "sample.py"), "--top=3"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown config key 'top'" in r.stderr
+    import sample  # a prompt the vocabulary cannot spell: a clear error, not a KeyError traceback
+
+    assert sample.main([f"--out_dir={tmp_path}", "--start=A\u00e9B\u00e9"]) == 2
+    err = capsys.readouterr().err
+    assert "the prompt cannot be encoded: 1 character not in the vocabulary: '\u00e9'" in err and "Traceback" not in err
 
 
 def test_help_and_a_missing_checkpoint(tmp_path, capsys):
@@ -93,4 +100,4 @@ def test_help_and_a_missing_checkpoint(tmp_path, capsys):
     assert all(f"  {key} = " in out for key in sample.DEFAULTS)
     assert sample.main([f"--out_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert f"no checkpoint {tmp_path / 'best.npz'} nor {tmp_path / 'last.npz'}: train first" in err
+    assert f"no checkpoint in {tmp_path / 'best'} nor {tmp_path / 'latest'}: train first" in err
