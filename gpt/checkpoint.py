@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from jaxtyping import Array, Bool
 
 KINDS = ("latest", "best", "good")
 logging.getLogger("absl").setLevel(logging.ERROR)  # orbax narrates every save through absl's logger
@@ -38,7 +39,7 @@ class CheckpointError(Exception):
 
 
 @jax.jit
-def all_finite(tree: Any) -> jax.Array:
+def all_finite(tree: Any) -> Bool[Array, ""]:
     """Whether every floating leaf of tree is free of NaN and Inf (one scalar, computed on the device)."""
     checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)

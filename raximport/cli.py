@@ -27,9 +27,10 @@ Every option can also be set in pyproject.toml under [tool.raximport] (its name,
 memory_limit = "2GB") or with the RAX_* variable shown beside it; the command line wins.
 """
 CACHE_DESCRIPTION = """\
-raximport keeps two caches in its cache directory DIR: the bytecode of rewritten modules in
-DIR/pyc, and JAX's persistent compilation cache in DIR/xla, unless you set
-JAX_COMPILATION_CACHE_DIR (then JAX uses yours, with no cap). `clear` removes only the files
+raximport keeps three caches in its cache directory DIR: the bytecode of rewritten modules in
+DIR/pyc, JAX's persistent compilation cache in DIR/xla, unless you set
+JAX_COMPILATION_CACHE_DIR (then JAX uses yours, with no cap), and rax lint's results in
+DIR/lint. `clear` removes only the files
 raximport and JAX write there, and the temp files of interrupted writes; it never follows a
 symbolic link, and it leaves your own JAX_COMPILATION_CACHE_DIR alone unless given
 --include-user-xla-dir. raximport's cache directories are yours alone (mode 0700): `info` shows
@@ -115,15 +116,18 @@ def cache_command(
     """`rax cache info|clear`: the bytecode cache, raximport's XLA cache and the user's
     JAX_COMPILATION_CACHE_DIR if set (cleared only when asked: other programs may use it)."""
     from raximport import hook, xla_cache
+    from raximport.lint import cache as lint_cache
 
     try:
         config = load_config({"cache_dir": cache_dir}, root=Path.cwd(), origin=lambda name: "--cache-dir")
     except ConfigError as exc:
         parser.error(str(exc))
     if action == "info":
-        print("\n".join([*hook.info_lines(config.cache_dir), "", *xla_cache.info_lines(config)]))
+        print("\n".join([*hook.info_lines(config.cache_dir), "", *xla_cache.info_lines(config), "",
+                         *lint_cache.info_lines(config.cache_dir)]))
         return 0
-    lines = [_clear(hook.pyc_dir(config.cache_dir), hook.clear), _clear(xla_cache.xla_dir(config), xla_cache.clear)]
+    lines = [_clear(hook.pyc_dir(config.cache_dir), hook.clear), _clear(xla_cache.xla_dir(config), xla_cache.clear),
+             _clear(lint_cache.lint_dir(config.cache_dir), lint_cache.clear)]
     theirs, owned = xla_cache.resolve_dir(config)
     if not owned and include_user_xla_dir:
         lines.append(_clear(theirs, xla_cache.clear))

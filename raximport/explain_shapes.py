@@ -445,7 +445,8 @@ def _jitted_arguments(tb: TracebackType | None, entry: TracebackType) -> tuple[s
     leaves: dict[str, str] = {}
     for name, (how, value) in describe_call(fun, args, kwargs).items():  # type: ignore[arg-type]
         if how == "traced":
-            leaves.update({name + path: aval for path, aval in value.items()})
+            avals, _ = value
+            leaves.update({name + path: aval for path, aval in avals.items()})
         else:
             leaves[name] = f"static {short_repr(value)}"
     return function_name(fun), leaves

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import time
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from raximport.errors import RaxWarning
 
@@ -130,6 +131,28 @@ def on_compile(listener: CompileListener) -> bool:
         MeshComputation.compile = compile_and_tell
     _compile_listeners.append(listener)
     return True
+
+
+T = TypeVar("T")
+
+
+class NextCompile(Generic[T]):
+    """What a compile listener expects of the next program this thread compiles: set while JAX
+    traces a top-level call, taken by the compile of the program of that name (JAX's "jit(step)");
+    another program's compile (an eager op, a jit raximport did not make) leaves it."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def expect(self, name: str, value: T) -> None:
+        self._local.held = (name, value)
+
+    def take(self, name: str) -> T | None:
+        held = getattr(self._local, "held", None)
+        if held is None or held[0] != name:
+            return None
+        self._local.held = None
+        return held[1]
 
 
 _lowered_from: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()

@@ -16,7 +16,6 @@ import inspect
 import math
 import os
 import re
-import threading
 import typing
 from collections.abc import Container
 from dataclasses import dataclass, field
@@ -351,7 +350,6 @@ def batch_guesses(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
 class Expected:
     """A top-level trace whose program JAX is about to compile: checked when that compile is done."""
 
-    name: str  # JAX's name for the program: "jit(step)"
     fun: Callable[..., Any]
     options: dict[str, Any]
     args: tuple[Any, ...]  # traced values as ShapeDtypeStructs, static ones as they are
@@ -360,7 +358,7 @@ class Expected:
     jit: Callable[..., Any] | None  # see Step.jit
 
 
-_expected = threading.local()
+_expected: "jax_internals.NextCompile[Expected]" = jax_internals.NextCompile()
 
 
 def expect_compile(traced: Callable[..., Any], fun: Callable[..., Any], options: dict[str, Any],
@@ -377,15 +375,14 @@ def expect_compile(traced: Callable[..., Any], fun: Callable[..., Any], options:
     except Exception as exc:  # raximport's failure is never the user's: the step runs unchecked
         stepped_aside("the memory check (reading the arguments)", function_name(fun), exc, config)
         return
-    name = f"jit({getattr(traced, '__name__', '')})"
-    _expected.value = Expected(name, fun, options, abstract_args, abstract_kwargs, config, jit)
+    _expected.expect(f"jit({getattr(traced, '__name__', '')})",
+                     Expected(fun, options, abstract_args, abstract_kwargs, config, jit))
 
 
 def _on_compile(compilation: jax_internals.Compilation) -> None:
-    expected = getattr(_expected, "value", None)
-    if expected is None or expected.name != compilation.name:
-        return  # another program (an eager op, a jit raximport did not make)
-    _expected.value = None
+    expected = _expected.take(compilation.name)
+    if expected is None:
+        return
     try:
         footprint = Footprint.of(compilation.executable)
     except Exception:

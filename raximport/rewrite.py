@@ -52,6 +52,18 @@ JAXTYPING_STAR_NAMES = frozenset(
 SKIP_DECORATORS = frozenset({"no_type_check", "overload"})
 
 
+
+def annotation_expression(annotation: ast.expr | None) -> ast.expr | None:
+    """An annotation as an expression: a string annotation (`"Float[Array, 'b']"`) parsed; None for
+    none, or for a string that is not an expression."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        try:
+            return ast.parse(annotation.value, mode="eval").body
+        except SyntaxError:
+            return None
+    return annotation
+
+
 class _JaxtypingNames:
     """The names that denote jaxtyping in one module: imported names, module aliases, type aliases."""
 
@@ -85,13 +97,9 @@ class _JaxtypingNames:
 
     def uses(self, annotation: ast.expr | None) -> bool:
         """Whether an annotation mentions jaxtyping (also inside a string annotation)."""
+        annotation = annotation_expression(annotation)
         if annotation is None:
             return False
-        if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
-            try:
-                annotation = ast.parse(annotation.value, mode="eval").body
-            except SyntaxError:
-                return False
         for node in ast.walk(annotation):
             if isinstance(node, ast.Name) and node.id in self.names:
                 return True

@@ -97,7 +97,7 @@ def test_info_and_clear(two_runs: tuple[Path, dict, dict], tmp_path: Path) -> No
     env = _env(cache)
     info = _python(*RAX, "cache", "info", cwd=tmp_path, env=env).stdout
     n = two_runs[1]["requests"] - two_runs[1]["hits"]  # the entries the first run wrote
-    pyc, xla = info.split("\n\n")
+    pyc, xla, lint = info.split("\n\n")
     assert f"directory: {cache / 'pyc'}\n" in pyc and "entries:   1\n" in pyc  # the rewritten train.py
     assert f"directory: {cache / 'xla'}\n" in xla and f"entries:   {n}\n" in xla
     assert " KB" in xla and "cap:       4.0 GB" in xla
@@ -107,7 +107,7 @@ def test_info_and_clear(two_runs: tuple[Path, dict, dict], tmp_path: Path) -> No
     assert not list((cache / "xla").glob("*-cache")) and not list((cache / "xla").glob("*-atime"))
     assert not list((cache / "pyc").iterdir())
     info = _python(*RAX, "cache", "info", "--cache-dir", str(cache), cwd=tmp_path, env=env).stdout
-    assert info.count("entries:   0\n") == 2 and info.count("size:      0 B") == 2
+    assert info.count("entries:   0\n") == 3 and info.count("size:      0 B") == 3
 
 
 PYC_NAME = "model-0123456789abcdef.cpython-311.opt0.pyc"  # hook.BytecodeCache.path_for's pattern
@@ -116,13 +116,15 @@ XLA_KEY = "jit_step-" + "ab" * 32  # JAX's: module name, sha256 of the computati
 
 def _fill(cache: Path, theirs: Path | None = None) -> None:
     """A cache as runs leave it, with files raximport and JAX did not write beside the entries."""
-    for directory in (cache, cache / "pyc", cache / "xla"):
+    for directory in (cache, cache / "pyc", cache / "xla", cache / "lint"):
         directory.mkdir(mode=0o700)  # as raximport makes them, whatever the umask
     (cache / "pyc" / PYC_NAME).write_bytes(b"x" * 1000)
     (cache / "pyc" / PYC_NAME.replace("model", "data")).write_bytes(b"x" * 500)
     (cache / "pyc" / (PYC_NAME + "k3j_9zqa.tmp")).write_bytes(b"x" * 10)  # a killed write's temp file
     (cache / "xla" / f"{XLA_KEY}-cache").write_bytes(b"x" * 2000)
     (cache / "xla" / f"{XLA_KEY}-atime").write_bytes(b"x" * 8)
+    (cache / "lint" / "results-0123456789abcdef.json").write_text('{"k": []}\n')
+    (cache / "lint" / "notes.txt").write_text("the user's own file")
     for directory in (cache / "pyc", cache / "xla", *([theirs] if theirs else [])):
         (directory / "notes.txt").write_text("the user's own file")
         (directory / "old-cache").write_text("named like an entry, but not JAX's")
@@ -151,7 +153,7 @@ def test_cache_info_covers_both_caches(tmp_path: Path, capsys, no_user_env) -> N
     cache = tmp_path / "c"
     _fill(cache)
     info = _rax(capsys, "cache", "info", "--cache-dir", str(cache))
-    pyc, xla = info.split("\n\n")
+    pyc, xla, lint = info.split("\n\n")
     assert pyc.splitlines() == [
         "bytecode cache (rewritten modules)",
         f"directory: {cache / 'pyc'}",
@@ -166,6 +168,8 @@ def test_cache_info_covers_both_caches(tmp_path: Path, capsys, no_user_env) -> N
         "entries:   1",
         "size:      2.0 KB",
     ]
+    assert lint.splitlines() == ["lint cache (rax lint's results)", f"directory: {cache / 'lint'}", "state:     on",
+                                 "entries:   1", "size:      10 B"]
     os.chown(cache / "pyc", 12345, 12345)
     info = _rax(capsys, "cache", "info", "--cache-dir", str(cache))
     assert "state:     refused: it belongs to another user (uid 12345)" in info
@@ -178,9 +182,11 @@ def test_cache_clear_removes_only_what_raximport_and_jax_wrote(tmp_path: Path, c
     assert out.splitlines() == [
         f"removed 2 entries (1.5 KB) from {cache / 'pyc'}, and 1 temp file of an interrupted write",
         f"removed 1 entries (2.0 KB) from {cache / 'xla'}",
+        f"removed 1 entries (10 B) from {cache / 'lint'}",
     ]
     assert sorted(p.name for p in (cache / "pyc").iterdir()) == ["notes.txt", "old-cache"]
     assert sorted(p.name for p in (cache / "xla").iterdir()) == [".lockfile", "notes.txt", "old-cache"]
+    assert sorted(p.name for p in (cache / "lint").iterdir()) == ["notes.txt"]
 
 
 def test_cache_clear_never_follows_a_symlinked_directory(tmp_path: Path, capsys, no_user_env) -> None:
@@ -188,11 +194,11 @@ def test_cache_clear_never_follows_a_symlinked_directory(tmp_path: Path, capsys,
     _fill(elsewhere)
     cache = tmp_path / "c"
     cache.mkdir()
-    for name in ("pyc", "xla"):
+    for name in ("pyc", "xla", "lint"):
         (cache / name).symlink_to(elsewhere / name, target_is_directory=True)
     before = sorted(elsewhere.rglob("*"))
     out = _rax(capsys, "cache", "clear", "--cache-dir", str(cache))
-    assert out.splitlines() == [f"skipped {cache / name}: a symbolic link, not followed" for name in ("pyc", "xla")]
+    assert out.splitlines() == [f"skipped {cache / name}: a symbolic link, not followed" for name in ("pyc", "xla", "lint")]
     assert sorted(elsewhere.rglob("*")) == before
 
 
@@ -202,7 +208,7 @@ def test_the_users_jax_cache_dir_is_listed_and_emptied_only_when_asked(tmp_path:
     _fill(cache, theirs)
     no_user_env.setenv("JAX_COMPILATION_CACHE_DIR", str(theirs))
     info = _rax(capsys, "cache", "info", "--cache-dir", str(cache))
-    ours_block, theirs_block = info.split("\n\n")[1:]
+    ours_block, theirs_block = info.split("\n\n")[1:3]
     assert "state:     not used: your JAX_COMPILATION_CACHE_DIR is set" in ours_block
     assert theirs_block.splitlines()[:5] == [
         "XLA compilation cache: your JAX_COMPILATION_CACHE_DIR",

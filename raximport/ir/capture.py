@@ -19,7 +19,6 @@ import inspect
 import linecache
 import os
 import textwrap
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -40,13 +39,12 @@ STAGE = "IR capture (--dump-ir)"
 class Expected:
     """A top-level trace whose program JAX is about to compile: recorded when that compile is done."""
 
-    name: str  # JAX's name for the program: "jit(step)"
     fun: Callable[..., Any]
     static_args: dict[str, str]
     config: "Config"
 
 
-_expected = threading.local()
+_expected: "jax_internals.NextCompile[Expected]" = jax_internals.NextCompile()
 
 
 def expect_compile(traced: Callable[..., Any], fun: Callable[..., Any], options: dict[str, Any],
@@ -61,7 +59,7 @@ def expect_compile(traced: Callable[..., Any], fun: Callable[..., Any], options:
     except Exception as exc:
         stepped_aside(STAGE, function_name(fun), exc, config)
         return
-    _expected.value = Expected(f"jit({getattr(traced, '__name__', '')})", fun, static, config)
+    _expected.expect(f"jit({getattr(traced, '__name__', '')})", Expected(fun, static, config))
 
 
 def static_arguments(fun: Callable[..., Any], options: dict[str, Any], args: tuple[Any, ...],
@@ -73,10 +71,9 @@ def static_arguments(fun: Callable[..., Any], options: dict[str, Any], args: tup
 
 
 def _on_compile(compilation: jax_internals.Compilation) -> None:
-    expected = getattr(_expected, "value", None)
-    if expected is None or expected.name != compilation.name:
-        return  # another program (an eager op, a jit raximport did not make)
-    _expected.value = None
+    expected = _expected.take(compilation.name)
+    if expected is None:
+        return
     try:
         record = build_record(expected, compilation)
         _writer(expected.config.dump_ir).write(dict(record))

@@ -44,9 +44,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, TypedDict
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from jaxtyping import Shaped
 
 Cost = TypedDict("Cost", {"available": bool, "flops": "float | None", "transcendentals": "float | None",
                           "bytes_accessed": "float | None"})
@@ -106,7 +109,7 @@ def versions() -> Versions:
             "platform": jax.default_backend()}
 
 
-def encode_array(array: np.ndarray) -> EncodedArray:
+def encode_array(array: Shaped[np.ndarray, "..."]) -> EncodedArray:
     """An array as JSON: its dtype name, its shape and its raw little-endian bytes in base64."""
     array = np.asarray(array)
     little = array.astype(array.dtype.newbyteorder("<"), copy=False)
@@ -114,7 +117,7 @@ def encode_array(array: np.ndarray) -> EncodedArray:
             "data": base64.b64encode(np.ascontiguousarray(little).tobytes()).decode("ascii")}
 
 
-def decode_array(encoded: EncodedArray) -> np.ndarray:
+def decode_array(encoded: EncodedArray) -> Shaped[np.ndarray, "..."]:
     """The array `encode_array` wrote (bfloat16 and the other ml_dtypes names included)."""
     try:
         dtype = np.dtype(encoded["dtype"])

@@ -26,9 +26,12 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from jaxtyping import Shaped
 
 from raximport.ir.record import RecordError, decode_array, read_records, record_files
 
@@ -98,7 +101,7 @@ def _run(record: dict[str, Any]) -> tuple[Callable[..., Any], list[np.ndarray] |
     inputs = [decode_array(i) for i in record["inputs"]]
     try:
         outputs = [np.asarray(o) for o in jax.tree.leaves(call(*inputs))]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 (whatever the artifact raises, the record failed)
         raise Failure(f"exported does not run on the inputs ({type(exc).__name__}: {str(exc)[:120]})") from None
     expected = [decode_array(e) for e in record.get("expected_outputs") or []]
     if len(outputs) != len(expected):
@@ -113,7 +116,7 @@ def _run(record: dict[str, Any]) -> tuple[Callable[..., Any], list[np.ndarray] |
     return call, outputs, "passed"
 
 
-def agree(actual: np.ndarray, expected: np.ndarray) -> bool:
+def agree(actual: Shaped[np.ndarray, "..."], expected: Shaped[np.ndarray, "..."]) -> bool:
     """Equal within the dtype's tolerance (module docstring); NaNs where expected has NaNs."""
     tol = TOLERANCES.get(expected.dtype.name)
     if tol is None:

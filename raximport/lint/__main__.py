@@ -8,6 +8,7 @@ from pathlib import Path
 
 from raximport.config import ConfigError, find_project_root, load_config
 from raximport.lint import engine, output, settings
+from raximport.lint.cache import lint_dir
 from raximport.lint.registry import RULES
 
 DESCRIPTION = """\
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None, prog: str = "rax lint") -> int:
         options = settings.load(start.resolve(), select=settings.split_selectors(ns.select),
                                 extend_select=settings.split_selectors(ns.extend_select),
                                 ignore=settings.split_selectors(ns.ignore))
-        cache_dir = None if ns.no_cache else (ns.cache_dir or load_config(root=options.root).cache_dir) / "lint"
+        cache_dir = None if ns.no_cache else lint_dir(ns.cache_dir or load_config(root=options.root).cache_dir)
     except (settings.UsageError, ConfigError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,25 @@ MAX_ENTRIES = 200_000
 _NAME = re.compile(r"results-[0-9a-f]{16}\.json")
 
 
+def lint_dir(cache_dir: Path) -> Path:
+    """The lint cache's directory in raximport's cache directory."""
+    return Path(cache_dir) / "lint"
+
+
+def info_lines(cache_dir: Path) -> list[str]:
+    """What `rax cache info` says about the lint cache (an entry: one version of the rules' results)."""
+    directory = lint_dir(cache_dir)
+    found = cachedir.files(directory, _NAME)
+    size = sum(status.st_size for _, status in found)
+    return cachedir.section("lint cache (rax lint's results)", directory, cachedir.state_of(directory), len(found), size)
+
+
+def clear(directory: Path) -> tuple[int, int]:
+    """Remove the lint cache's result files from `directory`, nothing else: (entries, their bytes)."""
+    removed = cachedir.remove(directory, _NAME)
+    return len(removed), sum(size for _, size in removed)
+
+
 def rules_digest() -> str:
     """A digest of raximport's version and the lint package's sources."""
     digest = hashlib.sha256(__version__.encode())

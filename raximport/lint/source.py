@@ -17,6 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
+from raximport.rewrite import annotation_expression
+
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 Scope = ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda
 
@@ -246,13 +248,9 @@ class SourceFile:
 
     def is_array_annotation(self, annotation: ast.expr | None) -> bool:
         """Whether an annotation names an array type (jax.Array, jnp.ndarray, anything from jaxtyping...)."""
+        annotation = annotation_expression(annotation)
         if annotation is None:
             return False
-        if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
-            try:
-                annotation = ast.parse(annotation.value, mode="eval").body
-            except SyntaxError:
-                return False
         for node in ast.walk(annotation):
             name = self.qualname(node) if isinstance(node, (ast.Name, ast.Attribute)) else None
             if name and (name in ARRAY_TYPES or name.startswith("jaxtyping.")):

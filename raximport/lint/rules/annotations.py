@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from raximport.lint.registry import Finding, rule
 from raximport.lint.source import SourceFile, all_args
+from raximport.rewrite import annotation_expression
 
 # Annotations that say "an array" and nothing about its shape or dtype.
 BARE_ARRAYS = frozenset({"jax.Array", "jax.numpy.ndarray", "numpy.ndarray", "jaxtyping.Array", "chex.Array"})
@@ -33,13 +34,9 @@ def _unwrap_optional(src: SourceFile, annotation: ast.expr) -> ast.expr:
 
 def _bare(src: SourceFile, annotation: ast.expr | None) -> str | None:
     """The bare array type an annotation is (as written), or None."""
+    annotation = annotation_expression(annotation)
     if annotation is None:
         return None
-    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
-        try:
-            annotation = ast.parse(annotation.value, mode="eval").body
-        except SyntaxError:
-            return None
     annotation = _unwrap_optional(src, annotation)
     return ast.unparse(annotation) if src.qualname(annotation) in BARE_ARRAYS else None
 
