@@ -645,6 +645,8 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
     meta = data.load_meta(dataset_dir)
     splits = {s: data.load_split(dataset_dir, s, meta["vocab_size"], cfg["block_size"]) for s in ("train", "val")}
 
+    mesh = make_mesh(cfg["model_parallel"])
+    check_batch_size(cfg["batch_size"], mesh)  # before compiling anything, or opening the checkpoints
     ckpts = checkpoint.Checkpoints(out, cfg["keep_last"])
     iter_num, best_val_loss = 0, float("inf")
     resume_kind = INIT_FROM[cfg["init_from"]]
@@ -660,8 +662,6 @@ def train(cfg: dict[str, Any], console=None) -> dict[str, Any]:
     else:
         model_config = model_config_from(cfg, meta["vocab_size"])
 
-    mesh = make_mesh(cfg["model_parallel"])
-    check_batch_size(cfg["batch_size"], mesh)  # before compiling anything
     load_batch = batch_loader(mesh, model_config.block_size)
     optimizer, train_step, eval_step = make_steps(model_config, cfg, mesh)
     param_s, opt_s = state_shardings(model_config, optimizer, mesh)

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 import raximport
-from tests.helpers import write
+from tests.helpers import XLA_TEST_FLAGS, write
 
 REPO = Path(__file__).resolve().parents[1]
+
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
 
 
 @pytest.fixture

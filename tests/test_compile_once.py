@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write
+from tests.helpers import XLA_TEST_FLAGS, write
 
 PROGRAMS = {
     "refs": """
@@ -81,7 +81,7 @@ PROGRAMS = {
 def test_a_program_runs_under_raximport_exactly_as_plain(run_python, tmp_path: Path, name: str) -> None:
     write(tmp_path / "pyproject.toml", "")
     write(tmp_path / "main.py", PROGRAMS[name])
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "RAX_XLA_CACHE": "0"}
+    env = {"XLA_FLAGS": f"{XLA_TEST_FLAGS} --xla_force_host_platform_device_count=2", "RAX_XLA_CACHE": "0"}
     plain = run_python("main.py", cwd=tmp_path, env=env)
     ours = run_python("-m", "raximport", "main.py", cwd=tmp_path, env=env)
     assert plain.returncode == 0, plain.stderr

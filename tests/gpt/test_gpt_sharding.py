@@ -21,7 +21,7 @@ import pytest
 
 import checkpoint
 import train
-from tests.helpers import write
+from tests.helpers import XLA_TEST_FLAGS, write
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "config" / "train_tiny.py"
@@ -32,7 +32,7 @@ TIMEOUT = 300
 def env_with_devices(n: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RAX_", "JAX_")) or k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
-    env.update(JAX_PLATFORMS="cpu", NO_COLOR="1", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", **extra)
+    env.update(JAX_PLATFORMS="cpu", NO_COLOR="1", XLA_FLAGS=f"{XLA_TEST_FLAGS} --xla_force_host_platform_device_count={n}", **extra)
     return env
 
 
