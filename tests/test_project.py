@@ -68,7 +68,6 @@ def test_raximport_dependencies_cover_its_imports_and_leave_gpt_alone() -> None:
     assert "pytest" not in _third_party_imports(REPO / "raximport", skip=PYTEST_PLUGIN)
     imports.discard("pytest")
     assert imports <= dependencies, f"imported by raximport/ but not a dependency: {imports - dependencies}"
-    assert "filelock" in dependencies  # JAX's persistent-cache LRU (raximport/xla_cache.py) needs it
     assert not dependencies & {"optax", "tiktoken"}  # gpt/'s, in the gpt extra
 
 
