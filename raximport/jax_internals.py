@@ -7,7 +7,7 @@ libraries, `jax.extend.core.take_current_trace`, which is slower (it swaps the c
 and out). Three sights have no public equivalent: the program JAX has just compiled for a call,
 before it runs (`pxla.MeshComputation.compile`), which the memory check and IR capture read; the
 jaxpr JAX lowered that program from (`pxla.lower_sharding_computation`); and a `jax.export`
-artifact built from that same lowering (`_export._export_lowered`), which IR capture records. If
+artifact built from that same lowering (`_export._export_lowered`), which IR records hold. If
 what a feature needs has moved, raximport warns once (RaxWarning) and the feature steps aside:
 auto-jit runs functions as plain Python, the memory check is skipped, the IR records lack the
 jaxpr or the export. JAX is imported on the first question, not before.
@@ -197,16 +197,28 @@ def export_artifact(computation: Any, jaxpr: Any) -> bytes | None:
     internals moved."""
     try:
         from jax._src import stages, tree_util
-        from jax._src.export._export import _export_lowered
     except ImportError:
-        _moved("jax._src.export._export._export_lowered", "IR records have no jax.export artifact")
+        _moved("jax._src.stages", "IR records have no jax.export artifact")
         return None
     avals = input_avals(computation)
     in_tree = tree_util.tree_structure((tuple(avals), {}))
     args_info = in_tree.unflatten([stages.ArgInfo(aval, False) for aval in avals])
     out_tree = tree_util.tree_structure(tuple(computation.compile_args["global_out_avals"]))
-    lowered = stages.Lowered(computation, args_info, out_tree)
-    return _export_lowered(lowered, jaxpr, computation._name).serialize()
+    exported = export_lowered(stages.Lowered(computation, args_info, out_tree), jaxpr, computation._name)
+    return None if exported is None else exported.serialize()
+
+
+def export_lowered(lowered: Any, jaxpr: Any, name: str) -> Any:
+    """The `jax.export.Exported` of a lowering JAX has made (`jax.stages.Lowered`), where
+    `jax.export.export` would trace and lower the function again. None, with one warning, if
+    JAX's export internals moved."""
+    try:
+        from jax._src.export._export import _export_lowered
+    except ImportError:
+        _moved("jax._src.export._export._export_lowered",
+               "IR records have no jax.export artifact, or are exported by a second trace and lowering")
+        return None
+    return _export_lowered(lowered, jaxpr, name)
 
 
 def memory_stats(executable: Any) -> Any:

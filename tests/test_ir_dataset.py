@@ -85,6 +85,19 @@ def test_the_same_seed_gives_the_same_bytes_with_one_worker_or_two(dataset: Path
     assert other["source"] != lines(dataset)[0][2]["source"]
 
 
+def test_each_function_is_traced_and_lowered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jax
+
+    lowerings = []
+    real_lower = jax.stages.Traced.lower
+    monkeypatch.setattr(jax.stages.Traced, "lower", lambda self, *a, **k: lowerings.append(1) or real_lower(self, *a, **k))
+    monkeypatch.setattr(jax.export, "export", lambda *a, **k: pytest.fail("a second trace and lowering, to export"))
+    built = generate.build(3, 6, ("gradients",))  # a forward and a backward record
+    assert built.error is None and len(built.records) == 2
+    assert len(lowerings) == 2
+    assert all(r["exported"] and r["hlo"] for r in built.records)
+
+
 def test_a_program_seen_before_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = generate.build(3, 0, ("arithmetic",))
     same = generate.build(3, 0, ("arithmetic",))

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from raximport import jax_internals
 from raximport.ir import templates
 from raximport.ir.capture import _cost, _memory
 from raximport.ir.record import JsonlWriter, canonical_hash, decode_array, encode_array, record_files, versions
@@ -116,7 +117,7 @@ def _record(name: str, source: str, args: list[np.ndarray]) -> tuple[dict[str, A
     exec(compile(source, SOURCE_FILE, "exec"), namespace)  # the grammar's own code, generated above
     fun = namespace[name]
     avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args]
-    traced, lowered, compiled, exported = _driver()(jax, fun, avals)
+    traced, lowered, compiled, exported = _driver()(jax, fun, avals, jax_internals.export_lowered, COMPILER_OPTIONS)
     stablehlo = lowered.as_text()
     result = compiled(*args)
     outputs = jax.tree.leaves(result)
@@ -149,12 +150,19 @@ def _record(name: str, source: str, args: list[np.ndarray]) -> tuple[dict[str, A
 _versions = functools.cache(versions)
 
 DRIVER = """
-def lower(jax, fun, avals):
+def lower(jax, fun, avals, export_lowered, compiler_options):
     jitted = jax.jit(fun)
     traced = jitted.trace(*avals)
     lowered = traced.lower()
-    return traced, lowered, lowered.compile(), jax.export.export(jitted)(*avals)
+    exported = export_lowered(lowered, traced.jaxpr, traced.fun_name) or jax.export.export(jitted)(*avals)
+    return traced, lowered, lowered.compile(compiler_options), exported
 """
+# Each record is traced, lowered and compiled once: its artifact is exported from that lowering.
+# XLA optimizes the HLO in full (the record's `hlo`, memory and cost analyses are the same), but
+# LLVM turns it into machine code at its lowest level, which is most of a small compile's time; and
+# the outputs the record holds differ from a default build's in the last bits at most (within
+# `rax ir validate`'s tolerances, which runs the artifact as XLA builds it by default).
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 @functools.cache
