@@ -179,6 +179,30 @@ def test_validate_checks_gradients_numerically(dataset: Path, tmp_path: Path) ->
     assert "central differences" in failed[0].reason
 
 
+@pytest.mark.parametrize("factor", [1, 2])
+def test_a_jump_within_the_steps_is_not_taken_for_a_wrong_gradient(factor: int) -> None:
+    """`where` with branches 2 apart, at a point 1e-4 from its boundary: every difference step
+    crosses the jump. The right gradient passes; twice it still fails."""
+    import jax
+
+    source = generate.HEADER + "def f(x, y):\n    return jnp.where(x > 0.0, x, x - y)\n"
+    pullback = (source + "\n\ndef f_vjp(x, y, ct):\n    _, pullback = jax.vjp(f, x, y)\n"
+                f"    return jax.tree.map(lambda g: {factor} * g, pullback(ct))\n")
+    x = np.linspace(-1, 1, 12).astype(np.float32)
+    x[3] = 1e-4
+    y, ct = np.full(12, 2.0, np.float32), np.ones(12, np.float32)
+    with jax.enable_x64(True):
+        forward, _ = generate._record("f", source, [x, y])
+        backward, _ = generate._record("f_vjp", pullback, [x, y, ct])
+    backward.update({"pass": "backward", "seed": 1})
+    _, outcome = validate.check_group([("a.jsonl:1", forward), ("a.jsonl:2", backward)])
+    assert outcome.gradient_checked or outcome.status == "failed"
+    if factor == 1:
+        assert outcome.status == "passed", outcome.reason
+    else:
+        assert outcome.status == "failed" and "central differences" in outcome.reason
+
+
 def test_validate_checks_a_capture_for_structure_only(dataset: Path, tmp_path: Path) -> None:
     captured = {k: v for k, v in lines(dataset)[0][2].items() if k in RECORD_KEYS}
     (tmp_path / "capture.jsonl").write_text(json.dumps(captured) + "\n")

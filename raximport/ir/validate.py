@@ -14,8 +14,12 @@ numerically: along a random direction v of its float inputs (drawn from the reco
 directional derivative of `sum(ct * f(x))` by central differences of the forward artifact must
 match `sum(grad * v)`, within 1e-5 relative for float64 and 2e-2 for float32 (plus the rounding
 error the difference quotient amplifies), at the first of three shrinking steps that agrees (a
-step can straddle the kink of a `where` or `max`). Exit 0 if all pass, 1 if any fails, 2 when the
-input cannot be read.
+step can straddle the kink of a `where` or `max`). Where the quotients grow like 1/step instead,
+the function jumps within the steps (a `where` whose branches differ, at a point that close to
+its boundary): that says nothing of the gradient, and the check is made again along a random half
+of v's coordinates, up to 8 times, until one leaves the jumping coordinate out. A wrong gradient
+of a smooth function shows no such growth and fails at once. Exit 0 if all pass, 1 if any fails,
+2 when the input cannot be read.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from raximport.ir.record import RecordError, decode_array, read_records, record_
 TOLERANCES = {"float16": 1e-2, "bfloat16": 1e-2, "float32": 1e-4, "float64": 1e-9}
 GRADIENT = {"float32": (2e-2, (1e-2, 3e-3, 1e-3)), "float64": (1e-5, (1e-5, 1e-6, 1e-4))}  # tol, steps
 GROUP_CHUNK = 8  # functions per task handed to a worker
+JUMP_RETRIES = 8  # directions tried when the function jumps within a step (module docstring)
 
 
 @dataclass(frozen=True)
@@ -139,9 +144,31 @@ def _check_gradient(backward: dict[str, Any], grads: list[np.ndarray], forward: 
     if len(floats) != len(grads):
         raise Failure(f"{len(grads)} gradients for {len(floats)} float inputs of {forward['function']}")
     dtype = inputs[floats[0]].dtype.name
-    tol, steps = GRADIENT[dtype]
     rng = np.random.default_rng(int(backward.get("seed") or 0))
     directions = {k: rng.standard_normal(inputs[k].shape) for k in floats}
+    for _ in range(JUMP_RETRIES):
+        errors, jumps = _check_direction(inputs, cotangents, floats, grads, directions, call, dtype)
+        if not errors:
+            return
+        if not jumps:
+            break
+        # The function jumps within a step of the point (a `where` whose branches differ there):
+        # look along a random half of the coordinates, which in time leaves the jumping one out.
+        directions = {k: v * rng.integers(0, 2, v.shape) for k, v in directions.items()}
+    else:
+        errors.append(f"and a jump within every step along {JUMP_RETRIES} directions")
+    raise Failure(f"gradient along a random direction is {errors[0]}, central differences give "
+                  f"{', '.join(errors[1:])}")
+
+
+def _check_direction(inputs: list[np.ndarray], cotangents: list[np.ndarray], floats: list[int],
+                     grads: list[np.ndarray], directions: dict[int, np.ndarray], call: Callable[..., Any],
+                     dtype: str) -> tuple[list[str], bool]:
+    """([], _) if the directional derivative along `directions` agrees with central differences at
+    one of the dtype's steps; else (the derivative and each difference quotient, as text; whether
+    the quotients grow like 1/step, the mark of a jump inside the steps rather than a wrong
+    gradient)."""
+    tol, steps = GRADIENT[dtype]
     analytic = sum(float(np.sum(g.astype(np.float64) * directions[k])) for k, g in zip(floats, grads))
     scale = float(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads))
                   * np.sqrt(sum(np.sum(v ** 2) for v in directions.values())))
@@ -152,16 +179,19 @@ def _check_gradient(backward: dict[str, Any], grads: list[np.ndarray], forward: 
         products = [c.astype(np.float64) * o for c, o in zip(cotangents, outputs)]
         return sum(float(np.sum(p)) for p in products), sum(float(np.sum(np.abs(p))) for p in products)
 
-    errors = []
+    errors, misses = [f"{analytic:.6g}"], {}
     for h in steps:
         (plus, size), (minus, _) = along(h), along(-h)
         numeric = (plus - minus) / (2 * h)
         allowed = tol * (abs(analytic) + scale) + 10 * np.finfo(dtype).eps * size / h
         if abs(numeric - analytic) <= allowed:
-            return
+            return [], False
         errors.append(f"{numeric:.6g} at step {h:g}")
-    raise Failure(f"gradient along a random direction is {analytic:.6g}, central differences give "
-                  f"{', '.join(errors)}")
+        misses[h] = abs(numeric - analytic)
+    small, large = min(misses), max(misses)
+    ordered = [misses[h] for h in sorted(misses, reverse=True)]
+    jumps = all(a < b for a, b in zip(ordered, ordered[1:])) and misses[small] >= 0.5 * (large / small) * misses[large]
+    return errors, jumps
 
 
 def _leaves(tree: Any) -> list[Any]:
