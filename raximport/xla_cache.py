@@ -124,7 +124,8 @@ def configure(config: Config) -> Setup | None:
     if owned and not cachedir.usable(directory, "JAX's persistent compilation cache"):
         return None  # JAX would warn on every compile; one warning said why
     # Never evict from the user's own directory; a cap the user gave JAX is JAX's to enforce.
-    max_size = config.xla_cache_max_size if owned and _MAX_SIZE.upper() not in user_env() else -1
+    jax_evicts = owned and _MAX_SIZE.upper() in user_env()
+    max_size = config.xla_cache_max_size if owned and not jax_evicts else -1
     wanted: dict[str, Any] = {name: value for name, value, _ in _SETTINGS}
     defaults: dict[str, Any] = {name: default for name, _, default in _SETTINGS}
     wanted[_DIR], defaults[_DIR] = str(directory), None
@@ -137,6 +138,8 @@ def configure(config: Config) -> Setup | None:
         os.environ[ENV_MARK] = json.dumps(mine)
     else:
         _update_loaded_jax(jax, wanted, defaults)
+    if jax_evicts:
+        _backfill_atimes(directory)
     _setup = Setup(
         directory=directory,
         owned=owned,
@@ -165,6 +168,22 @@ def _update_loaded_jax(jax: Any, wanted: dict[str, Any], defaults: dict[str, Any
             continue  # an older or newer jax without this option
         if current == defaults[name] and name.upper() not in user_env():
             jax.config.update(name, value)
+
+
+def _backfill_atimes(directory: Path) -> None:
+    """JAX's eviction reads "<key>-atime" for every entry and fails the write without it; entries
+    written while its LRU was off (raximport's own cap, or a plain `python` run) have none, so
+    date them by their last use."""
+    found = dict(cachedir.files(directory, ENTRY_NAME))
+    for name, status in found.items():
+        atime = name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
+        if name.endswith(CACHE_SUFFIX) and atime not in found:
+            try:  # O_EXCL: never through a planted symbolic link, never over JAX's own write
+                fd = os.open(directory / atime, os.O_WRONLY | os.O_CREAT | os.O_EXCL | cachedir.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(max(status.st_atime_ns, status.st_mtime_ns).to_bytes(8, "little"))
+            except OSError:
+                continue
 
 
 def watch_cache_events() -> bool:
@@ -242,12 +261,8 @@ def run_stats(setup: Setup) -> dict[str, Any]:
         requests, hits = _counts[EVENT_REQUESTS], _counts[EVENT_HITS]
         stats.update(source="jax.monitoring", hits=hits, misses=requests - hits, written=_counts[EVENT_WRITES])
         return stats
-    written = 0
-    for path, _, _ in entries(setup.directory):
-        try:
-            written += path.stat().st_mtime_ns >= setup.started_ns
-        except OSError:
-            continue
+    written = sum(name.endswith(CACHE_SUFFIX) and status.st_mtime_ns >= setup.started_ns
+                  for name, status in cachedir.files(setup.directory, ENTRY_NAME))
     stats.update(source="directory", hits=None, misses=written, written=written)
     return stats
 
@@ -281,8 +296,7 @@ def _at_exit() -> None:
     if setup is None or "jax" not in sys.modules:
         return
     try:
-        if setup.max_size >= 0:
-            evict(setup.directory, setup.max_size)
+        evict(setup.directory, setup.max_size)
         write_json(setup.stats_file, run_stats(setup))
     except Exception:  # never turn a finished run into a failing one
         pass

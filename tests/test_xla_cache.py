@@ -3,6 +3,7 @@ own settings win, the off switch, `rax cache info|clear`, the LRU cap."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -298,6 +299,20 @@ def test_lru_cap_is_enforced_at_exit_not_at_each_compile(tmp_path: Path) -> None
     assert not any(name.startswith("jit_step0-") for name in names)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("filelock") is None, reason="JAX refuses a cap without filelock")
+def test_a_cap_the_user_gives_jax_works_on_raximports_directory(tmp_path: Path) -> None:
+    earlier, script = tmp_path / "earlier.py", tmp_path / "train.py"
+    earlier.write_text(SCRIPT.replace("x.T + i", "x.T + i + 100"))  # other programs, not read again
+    script.write_text(SCRIPT)
+    cache = tmp_path / "rax"
+    _run(earlier, cache, "2")  # entries written while JAX's LRU is off: no -atime stamps
+    env = _env(cache, JAX_COMPILATION_CACHE_MAX_SIZE="10000000")
+    proc = _python("-m", "raximport", str(script), "2", cwd=tmp_path, env=env)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["max_size"] == 10_000_000  # the user's, JAX's to enforce
+    assert "Error writing persistent compilation cache" not in proc.stderr, proc.stderr
+    assert len(xla_cache.entries(cache / "xla")) == 4
+
+
 def test_eviction_order_is_the_last_use(tmp_path: Path) -> None:
     key = [f"jit_f{i}-{str(i) * 64}" for i in range(4)]  # JAX's names: module name, sha256
     for i, size in enumerate((400, 300, 200, 100)):
@@ -362,6 +377,17 @@ def test_an_xla_dir_others_control_is_refused(tmp_path: Path, planted: str) -> N
     assert json.loads(proc.stdout) == [True, None]
     assert proc.stderr.count("RaxWarning") == 1 and f"not using {cache / 'xla'}: " in proc.stderr
     assert "could plant code there that runs as you; JAX's persistent compilation cache is off" in proc.stderr
+
+
+def test_atime_backfill_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    cache = tmp_path / "xla"
+    cache.mkdir()
+    (cache / f"jit_f-{'a' * 64}-cache").write_bytes(b"entry")
+    (cache / f"jit_f-{'a' * 64}-atime").symlink_to(victim)
+    xla_cache._backfill_atimes(cache)
+    assert victim.read_text() == "precious"
 
 
 def test_env_set_by_a_raximport_parent_is_not_the_users(tmp_path: Path) -> None:
