@@ -12,13 +12,15 @@ With the persistent compilation cache each of those compiles is cheap on the nex
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import inspect
 import math
 import os
 import re
 import typing
 from collections.abc import Container
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from raximport import jax_internals
@@ -71,8 +73,21 @@ class Budget:
         return self.usable - (max(self.limit // 100, RUN_TO_RUN_DRIFT) if self.platform == "cpu" else 0)
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
 def current_rss() -> int:
-    """This process's resident memory now (not its peak)."""
+    """This process's resident memory now (not its peak). Heap that glibc keeps after a compile frees
+    it is handed back first: the step's buffers would reuse it, and how much of it stays resident
+    varies by 10+ MB from run to run, which a prediction sized near the limit cannot absorb."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
     try:
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -175,6 +190,12 @@ class Analysis:
     @property
     def headroom(self) -> float:
         return 1.0 - self.peak / self.budget.limit
+
+    def peak_with(self, footprint: Footprint) -> int:
+        """The predicted peak of this call compiled again at other shapes. The call's own arguments are
+        part of the memory in use before it: this compile's arguments replace the analysed one's."""
+        moved = _host_share(self) * (footprint.arguments - self.footprint.arguments)
+        return predict_peak(replace(self.budget, in_use=self.budget.in_use + moved), footprint, self.devices)
 
 
 ANALYSES: list[Analysis] = []
@@ -472,6 +493,7 @@ class BatchFit:
         self.batch = step.batch or 0
         self.multiple = max(1, step.batch_multiple)  # every size tried divides by the data axis
         self.peaks: dict[int, int] = {self.batch: analysis.peak}
+        self.arguments: dict[int, int] = {self.batch: analysis.footprint.arguments}
         self.small = self.round_down(max(self.multiple, self.batch // 8))
         self.slope = (self.peak(self.batch) - self.peak(self.small)) / (self.batch - self.small)
 
@@ -479,12 +501,17 @@ class BatchFit:
         """The predicted peak at batch `b`, from a real compile."""
         if b not in self.peaks:
             footprint = Footprint.of(self.step.compile(b))
-            self.peaks[b] = predict_peak(self.analysis.budget, footprint, self.analysis.devices)
+            self.peaks[b], self.arguments[b] = self.analysis.peak_with(footprint), footprint.arguments
         return self.peaks[b]
 
     def estimate(self, b: int) -> int:
         """The predicted peak at batch `b`, from the fit alone."""
         return int(self.peaks[self.small] + self.slope * (b - self.small))
+
+    def batch_arguments(self) -> int:
+        """Bytes (per device) of the analysed call's arguments that scale with the batch: the data."""
+        grown = self.arguments[self.batch] - self.arguments[self.small]
+        return grown * self.batch // (self.batch - self.small)
 
     def round_down(self, b: int) -> int:
         """b rounded down to a batch size the data axis divides."""
@@ -615,12 +642,13 @@ def _is_evaluation(step: Step, outputs: Any, footprint: Footprint) -> bool:
 
 
 def _fixed_peak(analysis: Analysis, fit: BatchFit | None) -> int:
-    """The predicted peak that no batch size lowers: what is held before the step, the CPU reserve, the
-    code, and, with a fit, the part of the step that does not grow with the batch (its intercept)."""
+    """The predicted peak that no batch size lowers: what is held before the step (but, with a fit, the
+    batch's own arrays), the CPU reserve, the code, and, with a fit, the part of the step that does not
+    grow with the batch (its intercept)."""
     plan = analysis.budget
     floor = plan.in_use + _host_share(analysis) * analysis.footprint.code
     floor += CPU_RUNTIME_OVERHEAD if plan.platform == "cpu" else 0
-    return max(floor, fit.estimate(0)) if fit else floor
+    return max(floor - _host_share(analysis) * fit.batch_arguments(), fit.estimate(0)) if fit else floor
 
 
 def _bytes_of(tree: Any) -> int:

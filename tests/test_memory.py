@@ -89,6 +89,35 @@ def test_budget_and_prediction_arithmetic() -> None:
     assert Budget(1000, 0, "test").usable == 970
 
 
+def test_a_smaller_compile_of_the_call_counts_its_own_arguments_not_the_analysed_ones() -> None:
+    # the call's arguments (the batch among them) are held before it: at half the batch, half the data is
+    at_full = Footprint(arguments=300, outputs=40, aliased=0, temps=500, code=0)
+    at_half = Footprint(arguments=200, outputs=40, aliased=0, temps=250, code=0)
+    plan = Budget(10**9, 1000, "test", "gpu")
+    analysis = Analysis("step", at_full, plan, predict_peak(plan, at_full))
+    assert analysis.peak_with(at_half) == (1000 - 100) + 290
+    on_cpu = Budget(10**9, 1000, "test", "cpu")  # two forced host devices: both shares are this process's
+    analysis = Analysis("step", at_full, on_cpu, predict_peak(on_cpu, at_full, 2), 2)
+    assert analysis.peak_with(at_half) == (1000 - 2 * 100) + 2 * 290 + CPU_RUNTIME_OVERHEAD
+
+
+@pytest.mark.skipif(memory._malloc_trim() is None, reason="glibc's malloc_trim")
+def test_resident_memory_leaves_out_heap_that_malloc_keeps_after_free() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    before = current_rss()
+    blocks = [libc.malloc(4000) for _ in range(25_000)]  # 100 MB of small blocks, as a compile leaves
+    for block in blocks:
+        ctypes.memset(block, 1, 4000)
+    for block in blocks[:-1]:  # freed, but the last block keeps the heap's top: malloc keeps the pages
+        libc.free(block)
+    after = current_rss()
+    libc.free(blocks[-1])
+    assert after - before < 20 * 2**20
+
+
 def test_the_batch_axis_comes_from_the_annotations() -> None:
     import jax.numpy as jnp
     from jaxtyping import Array, Float, Int
@@ -305,7 +334,8 @@ def test_a_guess_that_does_not_compile_at_another_size_is_dropped_and_a_whole_sp
         step = Step(f, {}, (c, a), {}, find_batch_axes(f, (c, a), {}))
         seen["guessed"] = list(step.batch_axes)
         footprint = Footprint.of(step.compile())
-        plan = Budget(int(footprint.step / 2 / 0.97), 0, "test", "gpu")
+        # the arguments are held before the call; half the step's own bytes fit beside them
+        plan = Budget(int((footprint.arguments + footprint.step / 2) / 0.97), footprint.arguments, "test", "gpu")
         analysis = Analysis("f", footprint, plan, predict_peak(plan, footprint))
         seen["fixes"] = find_fixes(step, analysis, step.args, {})
         seen["report"] = oom_report(analysis, seen["fixes"], step, step.args, {})
@@ -320,7 +350,8 @@ def test_a_guess_that_does_not_compile_at_another_size_is_dropped_and_a_whole_sp
     assert 4096 // 8 < best < 4096
     assert report.fix.startswith(f"evaluate in batches of {best}: ")
     assert not any("gradient_accumulation" in f.action or "rematerialise" in f.action for f in seen["fixes"])
-    assert Footprint.of(step.compile(best)).step <= seen["usable"]  # compiled at that size: it fits
+    at_best = Footprint.of(step.compile(best))  # compiled at that size, beside its own arguments: it fits
+    assert at_best.arguments + at_best.step <= seen["usable"]
 
 
 @pytest.mark.slow
