@@ -107,11 +107,17 @@ def library_jit(library_jit: Callable[..., Any], /, *, config: "Config | None" =
             return functools.partial(watched_library_jit, **options)
         if not inspect.isfunction(fun):
             return library_jit(fun, **options)
+        settings = config or default_config()
         if library_jit.__module__.startswith("flax."):  # nnx.jit re-lowers the step for the memory check
-            return library_jit(_watched(fun, config or default_config(), None, options, library_jit), **options)
-        # equinox's filter_jit would hold stand-ins static: the check re-lowers with jax.jit on
-        # arguments cut as filter_jit cuts them (memory.Step.trace), the same program
-        return library_jit(_watched(fun, config or default_config(), None, {}), **options)
+            watched = _watched(fun, settings, None, options, library_jit)
+        else:  # equinox's filter_jit would hold stand-ins static: the check re-lowers with jax.jit on
+            # arguments cut as filter_jit cuts them (memory.Step.trace), the same program
+            watched = _watched(fun, settings, None, {})
+        if settings.nan_guard:
+            from raximport.nan_guard import guard_library
+
+            return guard_library(library_jit, watched, fun, settings, options)
+        return library_jit(watched, **options)
 
     return watched_library_jit
 

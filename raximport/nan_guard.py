@@ -49,8 +49,9 @@ class _Watch:
         self.signatures: list[list[str]] = []  # per traced signature: its floating output leaves' paths
         self.on_host = True  # the flags live in host memory (CPU): no asynchronous copy to ask for
 
-    def flags(self, out: Any) -> Any:
-        """The vector for `out`, in the program being traced: [any bad, signature id, code per floating
+    def flags(self, out: Any, updated: dict[str, Any] | None = None) -> Any:
+        """The vector for `out` and the `updated` state of modules the call changed in place (by
+        argument name), in the program being traced: [any bad, signature id, code per floating
         leaf]; the host looks at its first entry only, unless that says to read on.
         One sum per leaf (x * 0 is 0, or NaN where x is not finite) is all a healthy step pays: the
         codes are worked out only when a sum is NaN (lax.cond runs one branch)."""
@@ -59,14 +60,16 @@ class _Watch:
         from jax import lax
 
         paths, leaves = [], []
-        for path, leaf in jax.tree_util.tree_leaves_with_path(out):
-            try:
-                dtype = jnp.result_type(leaf)
-            except TypeError:  # not a JAX value: jit itself says so
-                continue
-            if jnp.issubdtype(dtype, jnp.inexact):
-                paths.append(_path(path))
-                leaves.append(jnp.asarray(leaf))
+        named = [("", out), *(updated or {}).items()]
+        for name, tree in named:
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+                try:
+                    dtype = jnp.result_type(leaf)
+                except TypeError:  # not a JAX value: jit itself says so
+                    continue
+                if jnp.issubdtype(dtype, jnp.inexact):
+                    paths.append(name + _path(path) if name else _path(path))
+                    leaves.append(jnp.asarray(leaf))
         self.signatures.append(paths)
         signature = jnp.array([len(self.signatures) - 1], jnp.int32)
         if not leaves:
@@ -108,26 +111,73 @@ def guard(traced: Callable[..., Any], fun: Callable[..., Any], config: "Config",
     import jax
 
     watch = _Watch(fun, config)
+    plain = jax.jit(traced, **options)
+    if "out_shardings" in options:  # the vector: unspecified (replicated), the user's outputs as given
+        options = {**options, "out_shardings": (options["out_shardings"], None)}
+    jitted = jax.jit(_flagged(traced, watch), **options)
+    guarded = _calling(jitted, watch)
+
+    def clear_cache() -> None:
+        jitted.clear_cache()
+        plain.clear_cache()
+
+    guarded.__wrapped__ = traced  # type: ignore[attr-defined]  # as JAX's own object: inspect.unwrap reaches fun
+    guarded.lower = plain.lower  # type: ignore[attr-defined]
+    guarded.trace = plain.trace  # type: ignore[attr-defined]
+    guarded.eval_shape = plain.eval_shape  # type: ignore[attr-defined]
+    guarded.clear_cache = clear_cache  # type: ignore[attr-defined]
+    guarded._cache_size = jitted._cache_size  # type: ignore[attr-defined]  # the programs that run, one per signature
+    return guarded
+
+
+def guard_library(library_jit: Callable[..., Any], traced: Callable[..., Any], fun: Callable[..., Any],
+                  config: "Config", options: dict[str, Any]) -> Callable[..., Any]:
+    """`traced` under a library's jit (`eqx.filter_jit`, `nnx.jit`), guarded. Under nnx.jit a step
+    updates its modules in place: their new state is checked with the outputs."""
+    watch = _Watch(fun, config)
+    guarded = _calling(library_jit(_flagged(traced, watch, modules=True), **options), watch)
+    guarded.__wrapped__ = traced  # type: ignore[attr-defined]
+    return guarded
+
+
+def _flagged(traced: Callable[..., Any], watch: _Watch, modules: bool = False) -> Callable[..., Any]:
+    """`traced`, also returning the guard's vector for its outputs (and, with `modules`, for the
+    state of the Flax NNX modules among its arguments, as the call left them)."""
 
     @functools.wraps(traced)
     def flagged(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         out = traced(*args, **kwargs)
         try:
-            return out, watch.flags(out)
+            return out, watch.flags(out, _module_states(watch.fun, args, kwargs) if modules else None)
         except Exception as exc:  # outputs the guard cannot read: this signature runs unguarded
-            stepped_aside("the NaN guard", function_name(fun), exc, config)
-            return out, jax.numpy.zeros(2, jax.numpy.int32)
+            import jax.numpy as jnp
 
-    plain = jax.jit(traced, **options)
-    if "out_shardings" in options:  # the vector: unspecified (replicated), the user's outputs as given
-        options = {**options, "out_shardings": (options["out_shardings"], None)}
-    jitted = jax.jit(flagged, **options)
+            stepped_aside("the NaN guard", function_name(watch.fun), exc, watch.config)
+            return out, jnp.zeros(2, jnp.int32)
+
+    return flagged
+
+
+def _module_states(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The state of each Flax NNX module or optimizer among the arguments, by parameter name."""
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None:
+        return {}
+    import inspect
+
+    bound = inspect.signature(fun).bind(*args, **kwargs)
+    return {name: nnx.state(value) for name, value in bound.arguments.items() if nnx.graph.is_graph_node(value)}
+
+
+def _calling(jitted: Callable[..., Any], watch: _Watch) -> Callable[..., Any]:
+    """The function the user calls: runs `jitted` (which returns the outputs and the guard's vector),
+    counts the call, and reads the previous call's vector."""
     outside_trace = jax_internals.trace_state_clean_check()
     _check_at_exit_registered()
     _WATCHES.add(watch)
 
-    @functools.wraps(fun)
+    @functools.wraps(watch.fun)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         if not outside_trace():  # inside jit, grad, vmap: part of that program, not a call of its own
@@ -149,16 +199,6 @@ def guard(traced: Callable[..., Any], fun: Callable[..., Any], config: "Config",
             watch.read((flags, watch.calls, frame.f_code, frame.f_lasti))
         return out
 
-    def clear_cache() -> None:
-        jitted.clear_cache()
-        plain.clear_cache()
-
-    guarded.__wrapped__ = traced  # type: ignore[attr-defined]  # as JAX's own object: inspect.unwrap reaches fun
-    guarded.lower = plain.lower  # type: ignore[attr-defined]
-    guarded.trace = plain.trace  # type: ignore[attr-defined]
-    guarded.eval_shape = plain.eval_shape  # type: ignore[attr-defined]
-    guarded.clear_cache = clear_cache  # type: ignore[attr-defined]
-    guarded._cache_size = jitted._cache_size  # type: ignore[attr-defined]  # the programs that run, one per signature
     return guarded
 
 

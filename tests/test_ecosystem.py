@@ -208,6 +208,19 @@ def test_an_optimizer_rebuilt_in_the_loop_is_reported(run_python, tmp_path: Path
     assert result.stderr.count("has been compiled") == 1  # once, not on every later compile
 
 
+@pytest.mark.parametrize("source", [EQX_STEP, NNX_STEP], ids=["equinox", "nnx"])
+def test_a_healthy_library_step_runs_the_same_under_the_nan_guard_with_one_compile(run_python, tmp_path: Path,
+                                                                                   source: str) -> None:
+    write(tmp_path / "pyproject.toml", "")
+    write(tmp_path / "step.py", source)
+    plain = run_python("step.py", "64", cwd=tmp_path)
+    guarded = run_python("-m", "raximport", "--nan-guard", "step.py", "64", cwd=tmp_path,
+                         env={"JAX_LOG_COMPILES": "1", "RAX_XLA_CACHE": "0"})
+    assert plain.returncode == guarded.returncode == 0, guarded.stderr
+    assert guarded.stdout == plain.stdout and "ran" in plain.stdout
+    assert guarded.stderr.count("Compiling jit(step)") == 1
+
+
 def test_an_unchanged_nnx_step_compiles_once_and_says_nothing(run_python, tmp_path: Path) -> None:
     source = REBUILT["nnx"][0].replace("for i in range(6):\n    optimizer", "optimizer").replace(
         "    loss = step", "for i in range(6):\n    loss = step")

@@ -15,7 +15,7 @@ from jaxtyping import Array, Float
 from raximport import nan_guard
 from raximport.config import load_config
 from raximport.errors import RaxNonFiniteError
-from raximport.jit import autojit, jit
+from raximport.jit import autojit, jit, library_jit
 from tests.helpers import write
 
 GUARDED = load_config({"nan_guard": True}, environ={})
@@ -60,6 +60,42 @@ def test_a_nan_input_at_the_fifth_call_stops_at_that_call_and_names_it() -> None
     assert report.where == (code.co_filename, code.co_firstlineno + 6)  # the user's line: `fn(x)`
     assert "its 4 earlier calls returned finite values" in report.explanation and "2 floating outputs" in report.explanation
     assert "learning rate" in report.fix and "--debug-nans" in report.fix
+
+
+def test_an_equinox_filter_jit_step_is_guarded() -> None:
+    eqx = pytest.importorskip("equinox")
+    model = [eqx.nn.Linear(2, 2, key=jax.random.key(0))]
+
+    @library_jit(eqx.filter_jit, config=GUARDED)
+    def scale(model, factor):
+        return jax.tree.map(lambda p: p * factor, model), "a static output"
+
+    def step(factor):
+        model[0], _ = scale(model[0], factor)
+
+    returned, exc = calls_until_stopped(step, [1.0, 1.0, np.nan, 1.0])
+    assert exc is not None and returned in (2, 3)
+    assert exc.report.title == "scale returned NaN at its 3rd call"
+    assert exc.report.extra["leaves"] == {"[0].weight": "NaN", "[0].bias": "NaN"}
+
+
+def test_a_flax_nnx_step_is_guarded_with_the_modules_it_updates_in_place() -> None:
+    """The step returns a loss computed before its update: only the module's new state says that
+    the 3rd call broke it (the loss would say so one call later)."""
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+
+    @library_jit(nnx.jit, config=GUARDED)
+    def scale(model, factor):
+        loss = jnp.abs(model.kernel[...]).sum()
+        model.kernel[...] = model.kernel[...] * factor
+        return loss
+
+    returned, exc = calls_until_stopped(lambda factor: scale(model, factor), [1.0, 1.0, np.inf, 1.0])
+    assert exc is not None and returned in (2, 3)
+    assert exc.report.title.startswith("scale returned ") and exc.report.title.endswith(" at its 3rd call")
+    assert set(exc.report.extra["leaves"]) == {"model['kernel'].value"}
+    assert "3 floating outputs" in exc.report.explanation  # the loss, the kernel and the bias
 
 
 def test_plus_and_minus_inf_are_told_apart() -> None:
