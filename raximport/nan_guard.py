@@ -162,12 +162,16 @@ def _flagged(traced: Callable[..., Any], watch: _Watch, modules: bool = False) -
 def _module_states(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The state of each Flax NNX module or optimizer among the arguments, by parameter name."""
     nnx = sys.modules.get("flax.nnx")
-    if nnx is None:
+    is_node = getattr(getattr(nnx, "graph", None), "is_graph_node", None)
+    if is_node is None:
         return {}
     import inspect
 
-    bound = inspect.signature(fun).bind(*args, **kwargs)
-    return {name: nnx.state(value) for name, value in bound.arguments.items() if nnx.graph.is_graph_node(value)}
+    try:
+        named = inspect.signature(fun).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # a signature the call does not match as written: name by position
+        named = {**{f"args[{i}]": value for i, value in enumerate(args)}, **kwargs}
+    return {name: nnx.state(value) for name, value in named.items() if is_node(value)}
 
 
 def _calling(jitted: Callable[..., Any], watch: _Watch) -> Callable[..., Any]:
