@@ -171,7 +171,11 @@ def _module_states(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[
         named = inspect.signature(fun).bind(*args, **kwargs).arguments
     except (TypeError, ValueError):  # a signature the call does not match as written: name by position
         named = {**{f"args[{i}]": value for i, value in enumerate(args)}, **kwargs}
-    return {name: nnx.state(value) for name, value in named.items() if is_node(value)}
+    spread = {}  # `*args` and `**kwargs` parameters: their items, each by its own name
+    for name, value in named.items():
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (tuple, list)) else ()
+        spread.update({f"{name}[{key!r}]": item for key, item in items} or {name: value})
+    return {name: nnx.state(value) for name, value in spread.items() if is_node(value)}
 
 
 def _calling(jitted: Callable[..., Any], watch: _Watch) -> Callable[..., Any]:

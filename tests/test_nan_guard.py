@@ -98,6 +98,20 @@ def test_a_flax_nnx_step_is_guarded_with_the_modules_it_updates_in_place() -> No
     assert "3 floating outputs" in exc.report.explanation  # the loss, the kernel and the bias
 
 
+def test_nnx_modules_passed_through_star_args_are_checked_too() -> None:
+    nnx = pytest.importorskip("flax.nnx")
+    models = [nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.Linear(2, 2, rngs=nnx.Rngs(1))]
+
+    @library_jit(nnx.jit, config=GUARDED)
+    def scale(factor, *models):
+        models[1].bias[...] = models[1].bias[...] + factor
+        return jnp.float32(0.0)
+
+    _, exc = calls_until_stopped(lambda factor: scale(factor, *models), [1.0, np.nan])
+    assert exc is not None and exc.report.title == "scale returned NaN at its 2nd call"
+    assert exc.report.extra["leaves"] == {"models[1]['bias'].value": "NaN"}
+
+
 def test_plus_and_minus_inf_are_told_apart() -> None:
     f = jit(lambda x: (x / 0.0, -x / 0.0, jnp.log(x) * 0.0, x), config=GUARDED)
     _, exc = calls_until_stopped(f, [jnp.array([1.0, 0.0])])
