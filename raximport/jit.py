@@ -212,18 +212,23 @@ class _TraceWatch:
 
 
 
+def arguments_by_name(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by parameter name (`arg0`, `arg1`, ... where the call does not bind to
+    the signature as written)."""
+    try:
+        return dict(inspect.signature(fun).bind_partial(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        return {f"arg{i}": a for i, a in enumerate(args)} | kwargs
+
+
 def describe_call(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, tuple[str, Any]]:
     """Each argument as ("traced", ({path: aval string}, {path: static part})) or ("static", value),
     by parameter name. A traced argument's static parts are what jit holds static inside it: a
     module's attributes that are not arrays (nnx), the leaves equinox's filter_jit does not trace."""
     import jax
 
-    try:
-        bound = inspect.signature(fun).bind_partial(*args, **kwargs).arguments
-    except (TypeError, ValueError):
-        bound = {f"arg{i}": a for i, a in enumerate(args)} | kwargs
     described: dict[str, tuple[str, Any]] = {}
-    for name, value in bound.items():
+    for name, value in arguments_by_name(fun, args, kwargs).items():
         leaves = jax.tree_util.tree_leaves_with_path(value)
         if any(isinstance(leaf, jax.core.Tracer) for _, leaf in leaves):  # all, but under filter_jit
             avals = {jax.tree_util.keystr(path): str(leaf.aval) for path, leaf in leaves

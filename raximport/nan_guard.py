@@ -165,12 +165,9 @@ def _module_states(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[
     is_node = getattr(getattr(nnx, "graph", None), "is_graph_node", None)
     if is_node is None:
         return {}
-    import inspect
+    from raximport.jit import arguments_by_name
 
-    try:
-        named = inspect.signature(fun).bind(*args, **kwargs).arguments
-    except (TypeError, ValueError):  # a signature the call does not match as written: name by position
-        named = {**{f"args[{i}]": value for i, value in enumerate(args)}, **kwargs}
+    named = arguments_by_name(fun, args, kwargs)
     spread = {}  # `*args` and `**kwargs` parameters: their items, each by its own name
     for name, value in named.items():
         items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (tuple, list)) else ()
