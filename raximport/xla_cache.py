@@ -34,6 +34,7 @@ from raximport.config import Config
 # suite compiling thousands of small programs: 92 s plain, 164 s with it, equinox's, 2026-12-02).
 CACHE_SUFFIX = "-cache"
 ATIME_SUFFIX = "-atime"
+
 ENTRY_NAME = re.compile(r".+-[0-9a-f]{64}-(?:cache|atime)")
 LAST_RUN_FILE = "xla-last-run.json"
 # The JAX_* variables raximport set, as JSON, so that a child process (or a test's subprocess)
@@ -74,6 +75,11 @@ class Setup:
 _setup: Setup | None = None
 _counts: Counter[str] = Counter()
 _watching = False
+
+
+def stamp_name(entry: str) -> str:
+    """The name of the "<key>-atime" stamp JAX's LRU keeps beside the entry "<key>-cache"."""
+    return entry[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
 
 
 def xla_dir(config: Config) -> Path:
@@ -176,7 +182,7 @@ def _backfill_atimes(directory: Path) -> None:
     date them by their last use."""
     found = dict(cachedir.files(directory, ENTRY_NAME))
     for name, status in found.items():
-        atime = name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
+        atime = stamp_name(name)
         if name.endswith(CACHE_SUFFIX) and atime not in found:
             try:  # O_EXCL: never through a planted symbolic link, never over JAX's own write
                 fd = os.open(directory / atime, os.O_WRONLY | os.O_CREAT | os.O_EXCL | cachedir.O_NOFOLLOW, 0o600)
@@ -218,7 +224,7 @@ def entries(directory: Path) -> list[tuple[Path, int, int]]:
         if not name.endswith(CACHE_SUFFIX):
             continue
         used = max(status.st_atime_ns, status.st_mtime_ns)
-        atime = name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
+        atime = stamp_name(name)
         if atime in found:
             try:
                 used = max(used, int.from_bytes((directory / atime).read_bytes()[:8], "little"))
@@ -239,7 +245,7 @@ def evict(directory: Path, max_size: int) -> list[Path]:
     for path, size, _ in found:
         if total <= max_size:
             break
-        for victim in (path, path.with_name(path.name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX)):
+        for victim in (path, path.with_name(stamp_name(path.name))):
             try:
                 victim.unlink()
             except FileNotFoundError:
