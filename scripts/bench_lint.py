@@ -49,30 +49,32 @@ def timed(paths: list[Path], settings: Settings, cache: Path | None, jobs: int |
 
 
 def rule_times(paths: list[Path]) -> None:
-    """CPU seconds of parsing, of the shared index, and of each rule, over every file (one process)."""
+    """CPU seconds of parsing, of the shared index, and of each rule, over every file (one process,
+    with the engine's garbage-collector setting)."""
     from raximport.lint.registry import RULES
     from raximport.lint.source import SourceFile
 
     spent: Counter[str] = Counter()
     lines = 0
-    for path in engine.discover(paths, Settings(Path.cwd())):
-        text = engine.read(path)[1]
-        if text is None:
-            continue
-        lines += text.count("\n") + 1
-        source = SourceFile(str(path), text)
-        for label, step in (("parse", lambda: source.tree), ("index", lambda: source.nodes())):
-            start = time.process_time()
-            try:
-                step()
-            except (SyntaxError, ValueError, RecursionError):
-                break
-            spent[label] += time.process_time() - start
-        else:
-            for code, rule in RULES.items():
+    with engine.collecting_rarely():
+        for path in engine.discover(paths, Settings(Path.cwd())):
+            text = engine.read(path)[1]
+            if text is None:
+                continue
+            lines += text.count("\n") + 1
+            source = SourceFile(str(path), text)
+            for label, step in (("parse", lambda: source.tree), ("index", lambda: source.nodes())):
                 start = time.process_time()
-                list(rule.check(source))
-                spent[code] += time.process_time() - start
+                try:
+                    step()
+                except (SyntaxError, ValueError, RecursionError):
+                    break
+                spent[label] += time.process_time() - start
+            else:
+                for code, rule in RULES.items():
+                    start = time.process_time()
+                    list(rule.check(source))
+                    spent[code] += time.process_time() - start
     print(f"CPU seconds per step over {lines:,} lines (one process):")
     for label, seconds in spent.most_common():
         print(f"  {label:<7} {seconds:7.2f} s  {lines / seconds if seconds else float('inf'):>12,.0f} lines/s")

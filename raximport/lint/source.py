@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -56,6 +56,8 @@ T = TypeVar("T", bound=ast.AST)
 _SCALAR_FIELDS = frozenset({"ctx", "op", "ops", "id", "name", "arg", "attr", "kind", "type_comment", "level",
                             "module", "asname", "conversion", "is_async", "simple", "lineno"})
 _CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+# Lists of strings, not nodes: `global a, b` and a class pattern's keyword names.
+_NAME_LISTS = {ast.Global: "names", ast.Nonlocal: "names", ast.MatchClass: "kwd_attrs"}
 NEWLINE = re.compile(r"\r\n|\r|\n")  # what ends a line for Python (str.splitlines also splits on \f...)
 _OPTIONS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
 
@@ -110,6 +112,15 @@ def all_params(fn: Function | ast.Lambda) -> set[str]:
     return {a.arg for a in all_args(fn)}
 
 
+def _child_fields(kind: type) -> tuple[str, ...]:
+    """The fields of a node of type `kind` that can hold nodes worth indexing."""
+    return tuple(f for f in kind._fields if f not in _SCALAR_FIELDS and _NAME_LISTS.get(kind) != f)
+
+
+def _source_order(node: ast.AST) -> tuple[int, int]:
+    return node.lineno, node.col_offset  # type: ignore[attr-defined]
+
+
 def _literal(node: ast.expr, kind: type) -> tuple | None:
     """A literal `kind` or tuple/list of them as a tuple; None if it is anything else."""
     try:
@@ -132,6 +143,7 @@ class SourceFile:
         if self.lines[-1] == "":
             self.lines.pop()
         self.dimensions = dimensions  # dimension names the project's config adds to RAX102's vocabulary
+        self._qualnames: dict[ast.AST, str | None] = {}  # qualname's answers: rules ask again and again
 
     @cached_property
     def tree(self) -> ast.Module:
@@ -141,40 +153,42 @@ class SourceFile:
     def _index(self) -> tuple[list[ast.AST], dict[ast.AST, ast.AST], dict[type, list[ast.AST]]]:
         """One walk of the tree (in ast.walk's order): every node, each one's parent, nodes by type.
         Contexts and operators (`Load`, `Add`: shared singletons) are left out."""
-        order: list[ast.AST] = []
+        order: list[ast.AST] = [self.tree]  # also the walk's queue: a list iterates what it gains
         parents: dict[ast.AST, ast.AST] = {}
         by_type: defaultdict[type, list[ast.AST]] = defaultdict(list)
-        queue = deque([self.tree])
-        pop, push, AST = queue.popleft, queue.append, ast.AST
-        while queue:
-            node = pop()
-            order.append(node)
-            by_type[node.__class__].append(node)
+        extend, AST = order.extend, ast.AST
+        for node in order:
             kind = node.__class__
+            by_type[kind].append(node)
             fields = _CHILD_FIELDS.get(kind)
             if fields is None:
-                fields = _CHILD_FIELDS[kind] = tuple(f for f in kind._fields if f not in _SCALAR_FIELDS)
+                fields = _CHILD_FIELDS[kind] = _child_fields(kind)
             for name in fields:
                 value = getattr(node, name, None)
                 if value.__class__ is list:
-                    for child in value:
-                        if isinstance(child, AST):
-                            parents[child] = node
-                            push(child)
+                    if value:
+                        if None in value:  # a Dict's key for `**x`, a keyword-only parameter's default
+                            value = [child for child in value if child is not None]
+                        extend(value)
+                        parents.update(dict.fromkeys(value, node))
                 elif isinstance(value, AST):
+                    order.append(value)
                     parents[value] = node
-                    push(value)
         return order, parents, by_type
 
     def nodes(self, *types: type[T]) -> list[T]:
-        """Every node of the tree of one of `types` (all nodes if none), in ast.walk's order; one walk
-        per file serves every rule (a rule that walks the tree itself pays for it again)."""
+        """Every node of the tree of one of `types` (all nodes if none), in ast.walk's order (in source
+        order when several types are asked for); one walk per file serves every rule (a rule that
+        walks the tree itself pays for it again)."""
         order, _, by_type = self._index
         if not types:
             return order  # type: ignore[return-value]
-        if len(types) == 1 and not types[0].__subclasses__():
-            return by_type.get(types[0], [])  # type: ignore[return-value]
-        return [node for node in order if isinstance(node, types)]  # type: ignore[misc]
+        if any(t.__subclasses__() or "lineno" not in t._attributes for t in types):
+            return [node for node in order if isinstance(node, types)]  # type: ignore[misc]
+        found = [by_type[t] for t in types if t in by_type]
+        if len(found) <= 1:
+            return found[0] if found else []  # type: ignore[return-value]
+        return sorted((n for nodes in found for n in nodes), key=_source_order)  # type: ignore[misc]
 
     def parent(self, node: ast.AST) -> ast.AST | None:
         """The node directly containing `node` (None for the module)."""
@@ -222,13 +236,22 @@ class SourceFile:
 
     def imports_any(self, *packages: str) -> bool:
         """Whether the file imports anything from one of `packages` ("jax" covers jax.numpy...):
-        a rule about JAX has nothing to find in a file that imports none of it."""
-        return any(name == p or name.startswith(p + ".") for name in self.imports.values() for p in packages)
+        a rule about JAX has nothing to find in a file that imports none of it. A package whose name
+        is nowhere in the text is not imported: that answer needs no parse."""
+        packages = tuple(p for p in packages if p in self.text)
+        return bool(packages) and any(name == p or name.startswith(p + ".") for name in self.imports.values() for p in packages)
 
     def qualname(self, expr: ast.AST) -> str | None:
         """The dotted name `expr` stands for, import aliases resolved (`jnp.zeros` -> "jax.numpy.zeros").
         A name no import binds stands for itself ("print", "self.params"); None for anything but a
         dotted name."""
+        try:
+            return self._qualnames[expr]
+        except KeyError:
+            name = self._qualnames[expr] = self._resolve(expr)
+            return name
+
+    def _resolve(self, expr: ast.AST) -> str | None:
         parts: list[str] = []
         while isinstance(expr, ast.Attribute):
             parts.append(expr.attr)

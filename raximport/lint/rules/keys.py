@@ -499,7 +499,7 @@ def constant_key_in_loop(src: SourceFile) -> Iterator[Finding]:
         noise = jax.random.normal(noise_key, shape)
     ```
     """
-    if "key(" not in src.text and "PRNGKey(" not in src.text:
+    if ("key(" not in src.text and "PRNGKey(" not in src.text) or not src.imports_any("jax"):
         return
     for node in src.nodes(ast.Call):
         if not _is_constant_key(src, node):

@@ -868,8 +868,8 @@ def jax_array_item_assignment(src: SourceFile) -> Iterator[Finding]:
     ```
     The fix is safe: the original raised, and the functional update rebinds the same name.
     """
-    if not ITEM_ASSIGNMENT.search(src.text):
-        return  # the fast path: no `x[...] = ` anywhere
+    if not ITEM_ASSIGNMENT.search(src.text) or not src.imports_any("jax"):
+        return  # the fast path: no `x[...] = ` anywhere, or no JAX to make an array
     by_scope: dict[ast.AST, list[ast.Assign | ast.AugAssign]] = {}
     for node in [*src.nodes(ast.Assign), *src.nodes(ast.AugAssign)]:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
