@@ -62,19 +62,16 @@ def rule_times(paths: list[Path]) -> None:
             if text is None:
                 continue
             lines += text.count("\n") + 1
-            source = SourceFile(str(path), text)
-            for label, step in (("parse", lambda: source.tree), ("index", lambda: source.nodes())):
-                start = time.process_time()
-                try:
-                    step()
-                except (SyntaxError, ValueError, RecursionError):
-                    break
-                spent[label] += time.process_time() - start
-            else:
-                for code, rule in RULES.items():
+            with SourceFile(str(path), text) as source:
+                steps = [("parse", lambda: source.tree), ("index", lambda: source.nodes())]
+                steps += [(code, lambda rule=rule: list(rule.check(source))) for code, rule in RULES.items()]
+                for label, step in steps:
                     start = time.process_time()
-                    list(rule.check(source))
-                    spent[code] += time.process_time() - start
+                    try:
+                        step()
+                    except (SyntaxError, ValueError, RecursionError):
+                        break  # RAX000: no rule runs
+                    spent[label] += time.process_time() - start
     print(f"CPU seconds per step over {lines:,} lines (one process):")
     for label, seconds in spent.most_common():
         print(f"  {label:<7} {seconds:7.2f} s  {lines / seconds if seconds else float('inf'):>12,.0f} lines/s")

@@ -134,12 +134,14 @@ def lint_text(path: str, text: str | None, codes: frozenset[str], dimensions: fr
         return None, [finding] if "RAX000" in codes else [], 0, {}
     fixed = 0
     for _ in range(MAX_FIX_PASSES if fix else 0):
-        findings, errors = check(SourceFile(path, text, dimensions=dimensions), codes)
+        with SourceFile(path, text, dimensions=dimensions) as source:
+            findings, errors = check(source, codes)
         new_text, applied = fixes.apply(text, findings, unsafe)
         if not applied:
             return text, findings, fixed, errors
         text, fixed = new_text, fixed + applied
-    findings, errors = check(SourceFile(path, text, dimensions=dimensions), codes)
+    with SourceFile(path, text, dimensions=dimensions) as source:
+        findings, errors = check(source, codes)
     return text, findings, fixed, errors
 
 

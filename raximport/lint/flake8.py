@@ -37,9 +37,9 @@ class Plugin:
         if text is None:
             return
         options = _settings(path.resolve().parent)
-        source = SourceFile(self.filename, text, dimensions=options.dimensions)
-        source.__dict__["tree"] = self.tree  # flake8 parsed it already
-        findings, errors = engine.check(source, options.codes_for(path) - set(engine.ENGINE_CODES))
+        with SourceFile(self.filename, text, dimensions=options.dimensions) as source:
+            source.__dict__["tree"] = self.tree  # flake8 parsed it already
+            findings, errors = engine.check(source, options.codes_for(path) - set(engine.ENGINE_CODES))
         if errors:  # flake8 reports a plugin's exception as its failure, as `rax lint` exits 2
             raise RuntimeError("; ".join(errors.values()))
         for finding in findings:

@@ -11,7 +11,7 @@ import ast
 import builtins
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +35,7 @@ JIT_NAMES: frozenset[str] = frozenset(
         "raximport.jit.jit",
     }
 )
+_JIT_WORDS = frozenset(name.rsplit(".", 1)[1] for name in JIT_NAMES)
 PARTIAL_NAMES: frozenset[str] = frozenset({"functools.partial"})
 # Annotations that denote an array (besides anything from jaxtyping).
 ARRAY_TYPES: frozenset[str] = frozenset(
@@ -56,8 +57,10 @@ T = TypeVar("T", bound=ast.AST)
 _SCALAR_FIELDS = frozenset({"ctx", "op", "ops", "id", "name", "arg", "attr", "kind", "type_comment", "level",
                             "module", "asname", "conversion", "is_async", "simple", "lineno"})
 _CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
-# Lists of strings, not nodes: `global a, b` and a class pattern's keyword names.
-_NAME_LISTS = {ast.Global: "names", ast.Nonlocal: "names", ast.MatchClass: "kwd_attrs"}
+# Fields that hold no node for these types only: lists of names (`global a, b`, a class pattern's
+# keywords) and constants' values.
+_NOT_CHILDREN = {ast.Global: "names", ast.Nonlocal: "names", ast.MatchClass: "kwd_attrs", ast.Constant: "value",
+                 ast.MatchSingleton: "value"}
 NEWLINE = re.compile(r"\r\n|\r|\n")  # what ends a line for Python (str.splitlines also splits on \f...)
 _OPTIONS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
 
@@ -114,7 +117,7 @@ def all_params(fn: Function | ast.Lambda) -> set[str]:
 
 def _child_fields(kind: type) -> tuple[str, ...]:
     """The fields of a node of type `kind` that can hold nodes worth indexing."""
-    return tuple(f for f in kind._fields if f not in _SCALAR_FIELDS and _NAME_LISTS.get(kind) != f)
+    return tuple(f for f in kind._fields if f not in _SCALAR_FIELDS and _NOT_CHILDREN.get(kind) != f)
 
 
 def _source_order(node: ast.AST) -> tuple[int, int]:
@@ -133,17 +136,53 @@ def _literal(node: ast.expr, kind: type) -> tuple | None:
     return None
 
 
+A = TypeVar("A")
+_GIVEN = ("path", "text", "dimensions")  # what a SourceFile is made of; the rest is derived
+
+
 class SourceFile:
-    """A Python file: `path`, `text`, `lines`, and (parsed on first use; SyntaxError if it cannot be) `tree`."""
+    """A Python file: `path`, `text`, `lines`, and (parsed on first use; SyntaxError if it cannot be) `tree`.
+
+    As a context manager, leaving the `with` drops everything derived from the text: derived
+    objects reference one another and the file (a jit spec its file, a rule's shared analysis its
+    file), so without that they would wait for the cyclic garbage collector, which the lint engine
+    runs rarely."""
 
     def __init__(self, path: str | Path, text: str, *, dimensions: frozenset[str] = frozenset()) -> None:
         self.path = str(path)
         self.text = text
-        self.lines = NEWLINE.split(text)
-        if self.lines[-1] == "":
-            self.lines.pop()
         self.dimensions = dimensions  # dimension names the project's config adds to RAX102's vocabulary
-        self._qualnames: dict[ast.AST, str | None] = {}  # qualname's answers: rules ask again and again
+
+    def __enter__(self) -> SourceFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.__dict__ = {name: self.__dict__[name] for name in _GIVEN}
+
+    def shared(self, build: Callable[[SourceFile], A]) -> A:
+        """`build(self)`, built once per file: an analysis that several rules use."""
+        try:
+            return self._shared[build]  # type: ignore[return-value]
+        except KeyError:
+            value = self._shared[build] = build(self)
+            return value
+
+    @cached_property
+    def _shared(self) -> dict[Callable[[SourceFile], object], object]:
+        return {}
+
+    @cached_property
+    def _qualnames(self) -> dict[ast.AST, str | None]:
+        """qualname's answers: rules ask about the same nodes again and again."""
+        return {}
+
+    @cached_property
+    def lines(self) -> list[str]:
+        """The text's lines, as Python counts them (`lines[row - 1]`)."""
+        lines = NEWLINE.split(self.text)
+        if lines[-1] == "":
+            lines.pop()
+        return lines
 
     @cached_property
     def tree(self) -> ast.Module:
@@ -317,6 +356,8 @@ class SourceFile:
     @cached_property
     def _jitted(self) -> dict[Function | ast.Lambda, JitSpec]:
         found: dict[Function | ast.Lambda, JitSpec] = {}
+        if not any(word in self.text for word in _JIT_WORDS):
+            return found  # a jit's name is in the text: where it is called, or in the import that binds it
         if not self.imports_any(*{name.split(".")[0] for name in JIT_NAMES}):
             return found
         for fn in self.functions():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import re
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -322,13 +321,8 @@ class _Analysis:
         return self.under_jit.get(fn) if fn is not None else None
 
 
-_ANALYSES: weakref.WeakKeyDictionary[SourceFile, _Analysis] = weakref.WeakKeyDictionary()
-
-
 def analysis(src: SourceFile) -> _Analysis:
-    if src not in _ANALYSES:
-        _ANALYSES[src] = _Analysis(src)
-    return _ANALYSES[src]
+    return src.shared(_Analysis)
 
 
 def _own(fn: Scope) -> Iterator[ast.AST]:
