@@ -4,6 +4,7 @@ cache, processes, internal errors, and the flake8 plugin's contract."""
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import os
 import stat
@@ -196,6 +197,27 @@ def test_many_files_over_processes_match_one_process(project: Path) -> None:
         return [(f.path.name, f.findings) for f in outcome.files]
 
     assert summary(engine.run([project], settings, jobs=2)) == summary(engine.run([project], settings, jobs=1))
+
+
+def test_a_linted_file_is_freed_when_its_check_ends(project: Path) -> None:
+    """The rules' shared analyses reference their file; a run must not keep every file's tree alive
+    (the engine runs the cyclic GC rarely: reference counting alone has to free them)."""
+    from raximport.lint.source import SourceFile
+
+    (project / "step.py").write_text(STEP + "\n\n@jax.jit\ndef f(x, n):\n    return x[: int(n)]\n")
+    def alive() -> int:
+        return sum(isinstance(o, (SourceFile, ast.mod, ast.stmt)) for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = alive()
+        outcome = engine.run([project], Settings(project, select=("ALL",)), jobs=1)
+        after = alive()
+    finally:
+        gc.enable()
+    assert {f.code for f in outcome.files[0].findings} >= {"RAX301", "RAX305"}  # the analyses ran
+    assert after == before
 
 
 def test_pyproject_dimensions_extend_the_vocabulary(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
