@@ -53,8 +53,11 @@ class _Watch:
         """The vector for `out` and the `updated` state of modules the call changed in place (by
         argument name), in the program being traced: [any bad, signature id, code per floating
         leaf]; the host looks at its first entry only, unless that says to read on.
-        One sum per leaf (x * 0 is 0, or NaN where x is not finite) is all a healthy step pays: the
-        codes are worked out only when a sum is NaN (lax.cond runs one branch)."""
+        One sum per leaf is all a healthy step pays: a sum is finite when every element is, so the
+        codes are worked out only when a sum is not (lax.cond runs one branch), and they alone say
+        whether the call was bad: a sum that overflowed costs that branch, never a false report.
+        (The sums of `x * 0`, never overflowing, cost 40% more on XLA CPU: a multiply-reduce loop
+        where a plain sum is a library reduction.)"""
         import jax
         import jax.numpy as jnp
         from jax import lax
@@ -74,9 +77,11 @@ class _Watch:
         signature = jnp.array([len(self.signatures) - 1], jnp.int32)
         if not leaves:
             return jnp.concatenate([jnp.zeros(1, jnp.int32), signature])
-        bad = jnp.stack([jnp.isnan(jnp.sum(leaf * 0)) for leaf in leaves]).any()
-        codes = lax.cond(bad, lambda xs: jnp.stack([_code(x) for x in xs]), lambda xs: jnp.zeros(len(xs), jnp.int32),
-                         leaves)
+        sums = [jnp.sum(leaf, dtype=jnp.promote_types(leaf.dtype, jnp.float32)) for leaf in leaves]
+        suspect = ~jnp.isfinite(jnp.stack(sums)).all()
+        codes = lax.cond(suspect, lambda xs: jnp.stack([_code(x) for x in xs]),
+                         lambda xs: jnp.zeros(len(xs), jnp.int32), leaves)
+        bad = (codes != 0).any()
         return jnp.concatenate([bad.astype(jnp.int32)[None], signature, codes])
 
     def read(self, entry: tuple[Any, int, CodeType, int]) -> None:

@@ -27,12 +27,15 @@ ratio is printed beside it:
       for the previous one's flags: the guard's dispatch cost). And the guard's check alone (its
       flags over a step's outputs, as a program of its own) against the step, alternated step by
       step in one process: the device time it adds, as a share of a step at the same load (as a
-      program of its own it also pays a launch, which inside the step it does not).
+      program of its own it also pays a launch, which inside the step it does not). `--only e-check`
+      runs that last comparison alone: for a config whose steps are too slow to pair end to end.
 
     .venv/bin/python scripts/bench_overhead.py             # the default run (~5-10 min)
     .venv/bin/python scripts/bench_overhead.py --quick     # a smoke run
     .venv/bin/python scripts/bench_overhead.py --reps 7 --steps 200 --only a,c
     .venv/bin/python scripts/bench_overhead.py --only e                  # the NaN guard alone
+    .venv/bin/python scripts/bench_overhead.py --only e-check --config config/train_shakespeare_char.py \
+        --reps 1 --steps 6 --chunk 2 --warmup 1    # the guard's check on the config gpt trains with
 """
 
 from __future__ import annotations
@@ -189,6 +192,10 @@ def chunk(n):
     for i in range(n):
         steps.append(timed(lambda: one_step(i)))
         outputs = (*state, outputs[-1])
+        # A program started as soon as the step's outputs are ready waits for the step's own tail
+        # (measured: ~0.4 s after a 20 s step of config/train_shakespeare_char.py, gone after a
+        # 1 s pause). A pause keeps that out of the check's time; inside the step there is none.
+        time.sleep(min(1.0, 0.1 * steps[-1]))
         checks.append(timed(lambda: check(outputs)))
     return dict(times=steps, check=checks)
 
@@ -202,7 +209,7 @@ import train
 from model import init_params
 
 WARMUP = int(sys.argv[1])
-cfg = train.parse_config([{str(CONFIG)!r}])
+cfg = train.parse_config([#CONFIG#])
 mc = train.model_config_from(cfg, {VOCAB})
 optimizer, train_step, _ = train.make_steps(mc, cfg)
 key = jax.random.key(cfg["seed"])
@@ -279,7 +286,7 @@ def train_step(
 #HANDJIT#
 
 WARMUP = int(sys.argv[1])
-cfg = train.parse_config([{str(CONFIG)!r}])
+cfg = train.parse_config([#CONFIG#])
 mc = train.model_config_from(cfg, {VOCAB})
 optimizer = train.make_optimizer(cfg)
 params = init_params(mc, jax.random.key(cfg["seed"]))
@@ -483,7 +490,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 rep, 30 steps, 1 cold/warm/plain triple")
     parser.add_argument("--only", default="a,b,c,d,e", help="which parts to run, e.g. a,c (default all)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the drivers, caches and stderr")
+    parser.add_argument("--config", type=Path, default=CONFIG,
+                        help=f"gpt's config for its steps (default {CONFIG.relative_to(ROOT)}; "
+                             "config/train_shakespeare_char.py is the one it trains with, ~20 s a step on 2 CPUs)")
     opts = parser.parse_args(argv)
+    if not opts.config.is_file():
+        parser.error(f"--config {opts.config}: no such file")
     if opts.quick:
         opts.reps, opts.steps, opts.first_reps = 1, 30, 1
     rounds = max(1, opts.steps // opts.chunk)
@@ -494,10 +506,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("gpt_step", GPT_STEP), ("tiny", TINY), ("autojit", AUTOJIT), ("handjit", HANDJIT),
                        ("gpt_pipelined", GPT_PIPELINED), ("gpt_check", GPT_CHECK)):
         scripts[name] = tmp / f"{name}.py"
-        scripts[name].write_text(text)
+        scripts[name].write_text(text.replace("#CONFIG#", repr(str(opts.config.resolve()))))
     uptime_start = uptime()
     print(f"uptime at start: {uptime_start}")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, drivers in {tmp}", flush=True)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, gpt config {opts.config}, drivers in {tmp}",
+          flush=True)
     table = Table()
     goals: list[tuple[str, bool]] = []
     raw: dict[str, object] = {"uptime_start": uptime_start, "options": vars(opts)}
@@ -602,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
                           {"guard off": {"jit": ["PjitFunction", True]}, "guard on": guarded})
             raw["e tiny"] = runs
             compare(table, runs, "per_call", 1e6, "us/call", "(e) tiny jit", "guard off", "guard on")
+        if "e" in parts or "e-check" in parts:
+            print(f"(e) the guard's check alone against a gpt step: {opts.reps} process(es), {rounds} chunks of "
+                  f"{opts.chunk} steps", flush=True)
             runs = paired([("check", scripts["gpt_check"], True, tmp / "cache-e-check")], [opts.warmup], opts.reps,
                           rounds, opts.chunk, {})
             raw["e check"] = runs

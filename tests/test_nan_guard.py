@@ -120,6 +120,15 @@ def test_plus_and_minus_inf_are_told_apart() -> None:
     assert exc.report.title == "<lambda> returned NaN, +Inf, -Inf at its 1st call"
 
 
+def test_finite_outputs_whose_sum_overflows_are_not_reported() -> None:
+    """The guard screens each output by its sum: large finite values that overflow it (float32, and
+    float16 summed in float32 too) are checked element by element, not reported."""
+    big = jit(lambda x: (x * 3e38, x.astype(jnp.float16) * 60000), config=GUARDED)
+    assert calls_until_stopped(big, [jnp.ones(4)] * 3) == (3, None)
+    _, exc = calls_until_stopped(big, [jnp.array([1.0, 1.0, jnp.inf, 1.0])])
+    assert exc is not None and exc.report.extra["leaves"] == {"[0]": "+Inf", "[1]": "+Inf"}
+
+
 def test_a_healthy_function_runs_on_and_nested_calls_are_part_of_their_caller() -> None:
     inner = jit(lambda x: jnp.log(x), config=GUARDED)
     outer = jit(lambda x: inner(x).sum(), config=GUARDED)
