@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import multiprocessing
+import multiprocessing.context
 import os
 import tokenize
 from collections.abc import Iterable, Iterator
@@ -230,8 +232,23 @@ def _lint_all(jobs: list[Job], dimensions: frozenset[str], fix: bool, unsafe: bo
         return
     batches = _batches([len(text or "") for _, text, _ in jobs], workers * 4)
     results: dict[int, tuple] = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
         futures = [(batch, pool.submit(_lint_batch, [jobs[i] for i in batch], dimensions, fix, unsafe)) for batch in batches]
         for batch, future in futures:
             results.update(zip(batch, future.result()))
     yield from (results[i] for i in range(len(jobs)))
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """How to start workers: by fork where this process has one thread (cheap: they inherit the
+    loaded rules), else from a fork server, a clean process started once (forking a process with
+    threads, JAX's in a test run for instance, can leave a lock held forever in the child)."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:  # not Linux: the platform's default (spawn on macOS and Windows)
+        return multiprocessing.get_context()
+    if threads == 1:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context

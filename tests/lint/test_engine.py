@@ -10,6 +10,8 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -197,6 +199,18 @@ def test_many_files_over_processes_match_one_process(project: Path) -> None:
         return [(f.path.name, f.findings) for f in outcome.files]
 
     assert summary(engine.run([project], settings, jobs=2)) == summary(engine.run([project], settings, jobs=1))
+    # In a process with threads (JAX's, here), workers come from a fork server, not a fork of it.
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert engine._pool_context().get_start_method() == "forkserver"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # JAX warns when a process that imported it forks
+            assert summary(engine.run([project], settings, jobs=2)) == summary(engine.run([project], settings, jobs=1))
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_a_linted_file_is_freed_when_its_check_ends(project: Path) -> None:
