@@ -115,6 +115,13 @@ def all_params(fn: Function | ast.Lambda) -> set[str]:
     return {a.arg for a in all_args(fn)}
 
 
+def stored_names(target: ast.AST) -> list[str]:
+    """The names an assignment target binds (`a`; `a, (b, *c)`; none for `x.attr` or `x[i]`)."""
+    if target.__class__ is ast.Name:  # the usual target, without a walk
+        return [target.id] if target.ctx.__class__ is ast.Store else []  # type: ignore[attr-defined]
+    return [n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+
+
 def _child_fields(kind: type) -> tuple[str, ...]:
     """The fields of a node of type `kind` that can hold nodes worth indexing."""
     return tuple(f for f in kind._fields if f not in _SCALAR_FIELDS and _NOT_CHILDREN.get(kind) != f)

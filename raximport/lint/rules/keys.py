@@ -9,7 +9,7 @@ import ast
 from collections.abc import Iterator
 
 from raximport.lint.registry import Edit, Finding, Fix, rule
-from raximport.lint.source import JIT_NAMES, Function, SourceFile, all_args, positional_params
+from raximport.lint.source import JIT_NAMES, Function, SourceFile, all_args, positional_params, stored_names
 
 RANDOM = "jax.random."
 # jax.random functions that take a key without consuming it: derivation and inspection.
@@ -48,13 +48,6 @@ def _key_argument(call: ast.Call) -> ast.expr | None:
     if call.args:
         return call.args[0]
     return next((k.value for k in call.keywords if k.arg == "key"), None)
-
-
-def _targets(target: ast.expr) -> Iterator[str]:
-    """The names an assignment target binds."""
-    for node in ast.walk(target):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            yield node.id
 
 
 def _is_key_annotation(annotation: ast.expr | None) -> bool:
@@ -148,10 +141,10 @@ class _Keys:
             if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Call):
                 if _random_fn(self.src, node.value) in KEY_MAKERS:
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                    keys.update(name for target in targets for name in _targets(target))
+                    keys.update(name for target in targets for name in stored_names(target))
             elif isinstance(node, (ast.For, ast.comprehension)) and isinstance(node.iter, ast.Call):
                 if _random_fn(self.src, node.iter) == "split":
-                    keys.update(_targets(node.target))
+                    keys.update(stored_names(node.target))
             elif isinstance(node, ast.Call):
                 arg = _key_argument(node) if _random_fn(self.src, node) else None
                 if isinstance(arg, ast.Name):
@@ -204,7 +197,7 @@ class _KeyFlow:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 self.expr_loads(target, state)
-            return self.bind(state, [n for t in targets for n in _targets(t)])
+            return self.bind(state, [n for t in targets for n in stored_names(t)])
         if isinstance(node, ast.Delete):
             return self.bind(state, [n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)])
         if isinstance(node, ast.If):
@@ -233,7 +226,7 @@ class _KeyFlow:
             for item in node.items:
                 self.expr(item.context_expr, state)
                 if item.optional_vars is not None:
-                    state = self.bind(state, list(_targets(item.optional_vars)))
+                    state = self.bind(state, stored_names(item.optional_vars))
             return self.block(node.body, state)
         if isinstance(node, ast.Match):
             self.expr(node.subject, state)
@@ -255,7 +248,7 @@ class _KeyFlow:
         breaks: list[State] = []
         sweep = not isinstance(node, ast.While) and _is_sweep(self.src, node.iter)
         for _ in range(1 if sweep else 2):
-            start = entry if isinstance(node, ast.While) else self.bind(dict(entry), list(_targets(node.target)))
+            start = entry if isinstance(node, ast.While) else self.bind(dict(entry), stored_names(node.target))
             self.loops.append((node, [], breaks))
             end = self.block(node.body, start)
             continues = self.loops.pop()[1]
@@ -308,7 +301,7 @@ class _KeyFlow:
         first, *rest = node.generators
         self.expr(first.iter, state)
         elements = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
-        bound = [n for g in node.generators for n in _targets(g.target)]
+        bound = [n for g in node.generators for n in stored_names(g.target)]
         outer = {name: state[name] for name in bound if name in state}
         self.loops.append((node, [], []))
         for _ in range(1 if any(_is_sweep(self.src, g.iter) for g in node.generators) else 2):
@@ -508,7 +501,7 @@ def constant_key_in_loop(src: SourceFile) -> Iterator[Finding]:
         parent = src.parent(node)
         if loop is None or (isinstance(parent, ast.Call) and _random_fn(src, parent) == "fold_in"):
             continue
-        if isinstance(parent, ast.Assign) and set(_targets(parent.targets[0])) & _folded(src, loop):
+        if isinstance(parent, ast.Assign) and set(stored_names(parent.targets[0])) & _folded(src, loop):
             continue
         yield Finding.at(
             "RAX202",

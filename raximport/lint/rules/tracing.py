@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from raximport.lint.registry import Edit, Finding, Fix, rule
-from raximport.lint.source import ARRAY_TYPES, Function, JitSpec, SourceFile, all_args
+from raximport.lint.source import ARRAY_TYPES, Function, JitSpec, SourceFile, all_args, stored_names
 
 Scope = Function | ast.Lambda
 
@@ -111,7 +111,7 @@ class Taint:
             for generator in node.generators:
                 self.record(generator.iter, inner)
                 origin = self.origin(generator.iter)
-                for name in _stored(generator.target):
+                for name in stored_names(generator.target):
                     if origin is None:
                         inner.pop(name, None)
                     else:
@@ -183,10 +183,6 @@ def _defaulted(fn: Scope) -> set[str]:
     return names | {a.arg for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None}
 
 
-def _stored(target: ast.AST) -> list[str]:
-    return [n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
-
-
 class _Walk:
     """A forward walk over a function's statements. The state maps names to facts (an Origin, or
     True); `record(node, state)` sees each expression with the state before it runs, `fact(expr)`
@@ -252,7 +248,7 @@ class _Walk:
             if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
                 prior = state.get(node.target.id)  # `x += v` keeps an array an array
                 fact = prior if self.must else _join(fact, prior)
-            return self.bind(state, [n for t in targets for n in _stored(t)], fact)
+            return self.bind(state, [n for t in targets for n in stored_names(t)], fact)
         if isinstance(node, ast.If):
             self.record(node.test, state)
             return self.join(self.block(node.body, state), self.block(node.orelse, state))
@@ -276,7 +272,7 @@ class _Walk:
             for item in node.items:
                 self.record(item.context_expr, state)
                 if item.optional_vars is not None:
-                    state = self.bind(state, _stored(item.optional_vars), None)
+                    state = self.bind(state, stored_names(item.optional_vars), None)
             return self.block(node.body, state)
         if isinstance(node, ast.Match):
             self.record(node.subject, state)
@@ -294,7 +290,7 @@ class _Walk:
                 start = entry
             else:
                 self.record(node.iter, entry)
-                start = self.bind(entry, _stored(node.target), self.fact(node.iter))
+                start = self.bind(entry, stored_names(node.target), self.fact(node.iter))
             end = self.block(node.body, start)
             entry = self.join(entry, end) or entry
         return self.join(self.block(node.orelse, entry), entry)
