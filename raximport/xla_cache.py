@@ -34,7 +34,6 @@ from raximport.config import Config
 # suite compiling thousands of small programs: 92 s plain, 164 s with it, equinox's, 2026-12-02).
 CACHE_SUFFIX = "-cache"
 ATIME_SUFFIX = "-atime"
-
 ENTRY_NAME = re.compile(r".+-[0-9a-f]{64}-(?:cache|atime)")
 LAST_RUN_FILE = "xla-last-run.json"
 # The JAX_* variables raximport set, as JSON, so that a child process (or a test's subprocess)
