@@ -488,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps after the first (default 10)")
     parser.add_argument("--first-reps", type=int, default=2, help="cold/warm/plain triples for time to first step (default 2)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 rep, 30 steps, 1 cold/warm/plain triple")
-    parser.add_argument("--only", default="a,b,c,d,e", help="which parts to run, e.g. a,c (default all)")
+    parser.add_argument("--only", default="a,b,c,d,e",
+                        help="which parts to run, e.g. a,c (default all); e-check: only (e)'s check alone against a step")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the drivers, caches and stderr")
     parser.add_argument("--config", type=Path, default=CONFIG,
                         help=f"gpt's config for its steps (default {CONFIG.relative_to(ROOT)}; "
