@@ -7,7 +7,8 @@ libraries, `jax.extend.core.take_current_trace`, which is slower (it swaps the c
 and out). Three sights have no public equivalent: the program JAX has just compiled for a call,
 before it runs (`pxla.MeshComputation.compile`), which the memory check and IR capture read; the
 jaxpr JAX lowered that program from (`pxla.lower_sharding_computation`); and a `jax.export`
-artifact built from that same lowering (`_export._export_lowered`), which IR records hold. If
+artifact built from that same lowering (`_export._export_lowered`), which IR records hold; and
+JAX's MLIR context factory (`mlir.make_ir_context`), which `rax ir generate` shares. If
 what a feature needs has moved, raximport warns once (RaxWarning) and the feature steps aside:
 auto-jit runs functions as plain Python, the memory check is skipped, the IR records lack the
 jaxpr or the export. JAX is imported on the first question, not before.
@@ -15,14 +16,16 @@ jaxpr or the export. JAX is imported on the first question, not before.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import sys
 import threading
 import time
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from raximport.errors import RaxWarning
 
@@ -219,6 +222,37 @@ def export_lowered(lowered: Any, jaxpr: Any, name: str) -> Any:
                "IR records have no jax.export artifact, or are exported by a second trace and lowering")
         return None
     return _export_lowered(lowered, jaxpr, name)
+
+
+@contextlib.contextmanager
+def shared_ir_contexts(uses: int) -> Iterator[None]:
+    """Within the block, JAX's lowerings share one MLIR context, `uses` lowerings at a time, where
+    each would load every dialect into a context of its own (JAX makes one to lower a program and
+    another for `jax.export` to copy it into: ~10 ms a program on a 2-core CPU, which a generator of
+    thousands of small programs pays thousands of times). A context keeps every attribute and type
+    it has seen, hence the renewal. Only for a single-threaded process that lowers nothing else
+    meanwhile: JAX's own contexts are per lowering so that threads do not share them. Without
+    the private name (moved), lowerings make their own contexts, with one warning."""
+    try:
+        from jax._src.interpreters import mlir
+    except ImportError:
+        _moved("jax._src.interpreters.mlir", "each lowering makes its own MLIR context")
+        yield
+        return
+    make = mlir.make_ir_context
+    held: list[Any] = []
+    served = itertools.count()
+
+    def shared() -> Any:
+        if next(served) % uses == 0:
+            held[:] = [make()]
+        return held[0]
+
+    mlir.make_ir_context = shared
+    try:
+        yield
+    finally:
+        mlir.make_ir_context = make
 
 
 def memory_stats(executable: Any) -> Any:

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from raximport.collecting import collecting_rarely
 from raximport.lint import engine
 from raximport.lint.output import concise_line
 from raximport.lint.settings import Settings
@@ -63,7 +64,7 @@ def rule_times(paths: list[Path]) -> None:
 
     spent: Counter[str] = Counter()
     lines = 0
-    with engine.collecting_rarely():
+    with collecting_rarely():
         for path in engine.discover(paths, Settings(Path.cwd())):
             text = engine.read(path)[1]
             if text is None:

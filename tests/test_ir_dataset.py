@@ -103,7 +103,7 @@ def test_a_program_seen_before_is_dropped(tmp_path: Path, monkeypatch: pytest.Mo
     same = generate.build(3, 0, ("arithmetic",))
     renamed = [dict(r, function=r["function"] + "_again") for r in same.records]
 
-    def built(seed: int, categories: object, jobs: int):
+    def built(seed: int, categories: object, jobs: int, options: object):
         yield first
         yield generate.Built(1, renamed)
         yield generate.build(3, 2, ("arithmetic",))
@@ -114,6 +114,61 @@ def test_a_program_seen_before_is_dropped(tmp_path: Path, monkeypatch: pytest.Mo
     assert summary.duplicates == len(renamed) and len(written) == summary.records
     assert len({r["id"] for r in written}) == len(written)
     assert not any(r["function"].endswith("_again") for r in written)
+
+
+def test_a_worker_leaves_out_a_program_it_built_before_without_compiling_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jax
+
+    kept: set[str] = set()
+    first = generate.build(3, 6, ("gradients",), kept)
+    assert len(first.records) == 2 and kept == {r["id"] for r in first.records}
+    monkeypatch.setattr(jax.stages.Lowered, "compile", lambda *a, **k: pytest.fail("compiled a duplicate"))
+    again = generate.build(3, 6, ("gradients",), kept)
+    assert again.records == [] and again.duplicates == 2 and again.error is None
+
+
+def test_an_ill_conditioned_program_is_left_out() -> None:
+    """The logistic map at r=3.9 is chaotic: after 60 steps, one ulp in x decides the output."""
+    import jax
+
+    x = np.linspace(0.1, 0.9, 8, dtype=np.float32)
+    chaotic = "def logistic(x):\n    return jax.lax.fori_loop(0, 60, lambda i, y: 3.9 * y * (1 - y), x)\n"
+    tame = "def tame(x):\n    return jax.lax.fori_loop(0, 60, lambda i, y: 0.5 * y * (1 - y), x)\n"
+    with jax.enable_x64(True):
+        left_out, _, _ = generate._record("logistic", generate.HEADER + chaotic, [x])
+        kept, _, _ = generate._record("tame", generate.HEADER + tame, [x])
+    assert left_out == generate.ILL_CONDITIONED
+    assert isinstance(kept, dict) and kept["function"] == "tame"
+
+
+def test_fast_codegen_changes_no_ir_field_of_xla_default_build() -> None:
+    """LLVM at -O0 (the default) against XLA's default level: the same record, but for the options
+    and outputs within validate's tolerance (often the same bits)."""
+    categories = tuple(templates.CATEGORIES)
+    for index in range(len(categories)):
+        fast = generate.build(5, index, categories)
+        default = generate.build(5, index, categories, options={})
+        assert fast.error is None and len(fast.records) == len(default.records) > 0
+        for f, d in zip(fast.records, default.records):
+            assert f["compile_options"] == generate.FAST_CODEGEN and d["compile_options"] == {}
+            assert {k for k in f if f[k] != d[k]} <= {"compile_options", "expected_outputs"}
+            for a, b in zip(f["expected_outputs"], d["expected_outputs"]):
+                assert validate.agree(decode_array(a), decode_array(b)), f["function"]
+
+
+def test_shared_mlir_contexts_change_no_byte_and_are_put_back() -> None:
+    from jax._src.interpreters import mlir
+
+    from raximport import jax_internals
+
+    make = mlir.make_ir_context
+    alone = generate.build(3, 6, ("gradients",))
+    with jax_internals.shared_ir_contexts(3):
+        contexts = [mlir.make_ir_context() for _ in range(4)]
+        shared = generate.build(3, 6, ("gradients",))
+    assert mlir.make_ir_context is make
+    assert contexts[0] is contexts[1] is contexts[2] and contexts[3] is not contexts[0]
+    assert shared.records == alone.records and len(alone.records) == 2
 
 
 def test_validate_passes_on_a_fresh_dataset(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -192,8 +247,9 @@ def test_a_jump_within_the_steps_is_not_taken_for_a_wrong_gradient(factor: int) 
     x[3] = 1e-4
     y, ct = np.full(12, 2.0, np.float32), np.ones(12, np.float32)
     with jax.enable_x64(True):
-        forward, _ = generate._record("f", source, [x, y])
-        backward, _ = generate._record("f_vjp", pullback, [x, y, ct])
+        forward, _, _ = generate._record("f", source, [x, y])
+        backward, _, _ = generate._record("f_vjp", pullback, [x, y, ct])
+    assert isinstance(forward, dict) and isinstance(backward, dict)
     backward.update({"pass": "backward", "seed": 1})
     _, outcome = validate.check_group([("a.jsonl:1", forward), ("a.jsonl:2", backward)])
     assert outcome.gradient_checked or outcome.status == "failed"
@@ -225,6 +281,17 @@ def test_validate_and_stats_refuse_what_is_not_records(tmp_path: Path, capsys: p
 def test_generate_refuses_a_directory_that_holds_records(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert generate.main(["--count", "1", "--out", str(dataset)]) == 2
     assert "already holds records" in capsys.readouterr().err
+
+
+def test_generate_stops_when_every_function_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("no XLA here")
+
+    monkeypatch.setattr(generate, "_record", broken)
+    assert generate.main(["--count", "5", "--out", str(tmp_path / "out"), "--jobs", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert f"{generate.MAX_FAILURES} functions failed" in out and "RuntimeError: no XLA here" in err
 
 
 def test_stats(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:

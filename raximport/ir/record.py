@@ -27,8 +27,9 @@ Every record (`Record`) has these keys:
 
 Dataset records (`DatasetRecord`) add: `category` (str), `pass` ("forward" or "backward"), `seed`
 (int: the inputs' seed), `inputs` and `expected_outputs` (lists of `encode_array` dicts:
-`dtype`, `shape`, `data` = base64 of the raw little-endian bytes), and `id` (`canonical_hash` of
-the StableHLO). Captures never have these keys. Within one kind of file every line has the same
+`dtype`, `shape`, `data` = base64 of the raw little-endian bytes), `compile_options` (the XLA
+options of the compile the outputs came from; {} for XLA's defaults) and `id` (`canonical_hash`
+of the StableHLO). Captures never have these keys. Within one kind of file every line has the same
 keys with the same types (null for an absent value), so `datasets.load_dataset("json",
 data_files=...)` reads the shards as they are. JAX documents its cost and memory analyses as
 unreliable (missing, or zero), hence their `available` flag.
@@ -83,7 +84,8 @@ class Record(TypedDict):
 DatasetRecord = TypedDict("DatasetRecord", {
     **Record.__annotations__,
     "category": str, "pass": Literal["forward", "backward"], "seed": int,
-    "inputs": list[EncodedArray], "expected_outputs": list[EncodedArray], "id": str,
+    "inputs": list[EncodedArray], "expected_outputs": list[EncodedArray], "compile_options": dict[str, int],
+    "id": str,
 })
 
 RECORD_KEYS: tuple[str, ...] = tuple(Record.__annotations__)

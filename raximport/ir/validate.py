@@ -121,11 +121,13 @@ def _run(record: dict[str, Any]) -> tuple[Callable[..., Any], list[np.ndarray] |
     return call, outputs, "passed"
 
 
-def agree(actual: Shaped[np.ndarray, "..."], expected: Shaped[np.ndarray, "..."]) -> bool:
-    """Equal within the dtype's tolerance (module docstring); NaNs where expected has NaNs."""
+def agree(actual: Shaped[np.ndarray, "..."], expected: Shaped[np.ndarray, "..."], margin: float = 1.0) -> bool:
+    """Equal within `margin` times the dtype's tolerance (module docstring); NaNs where expected
+    has NaNs."""
     tol = TOLERANCES.get(expected.dtype.name)
     if tol is None:
         return bool(np.array_equal(actual, expected))
+    tol *= margin
     a, e = actual.astype(np.float64), expected.astype(np.float64)
     scale = max(1.0, float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0)))
     return bool(np.allclose(a, e, rtol=tol, atol=tol * scale, equal_nan=True))

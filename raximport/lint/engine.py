@@ -7,8 +7,6 @@ reported once per rule, while the other rules and files are still linted (the ru
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import multiprocessing
 import multiprocessing.context
 import os
@@ -18,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raximport.collecting import collecting_rarely
 from raximport.lint import cache as result_cache
 from raximport.lint import fix as fixes
 from raximport.lint import noqa
@@ -25,10 +24,6 @@ from raximport.lint.registry import RULES, Edit, Finding, Fix
 from raximport.lint.settings import Settings
 from raximport.lint.source import SourceFile
 
-# Young objects between two collections of the cyclic GC while linting (CPython's default: 700).
-# ast.parse makes millions of objects that only reference counting needs to free; at the default,
-# the collector's passes over them cost as much as the parse itself (mypy raises it too).
-GC_THRESHOLD = 200_000
 PARALLEL_MIN_FILES = 64  # fewer files than this are linted in this process (a pool costs more)
 MAX_FIX_PASSES = 10
 ENGINE_CODES = ("RAX000", "RAX100")
@@ -154,17 +149,6 @@ def _lint_batch(jobs: list[Job], dimensions: frozenset[str], fix: bool, unsafe: 
     """A worker's share (a top-level function, so that a process pool can call it)."""
     with collecting_rarely():
         return [lint_text(path, text, codes, dimensions, fix, unsafe) for path, text, codes in jobs]
-
-
-@contextlib.contextmanager
-def collecting_rarely() -> Iterator[None]:
-    """Run the cyclic GC every GC_THRESHOLD new objects rather than every 700, then as before."""
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(GC_THRESHOLD, thresholds[0]), *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
 
 
 def _batches(sizes: list[int], count: int) -> list[list[int]]:
