@@ -226,7 +226,8 @@ def _well_conditioned(compiled: Callable[..., Any], args: list[np.ndarray], expe
     nudged = [np.where(np.arange(a.size).reshape(a.shape) % 2, np.nextafter(a, np.inf), np.nextafter(a, -np.inf))
               .astype(a.dtype) if a.dtype.kind == "f" else a for a in args]
     moved = [np.asarray(o) for o in jax.tree.leaves(compiled(*nudged))]
-    return all(agree(m, e, CONDITION_MARGIN) for m, e in zip(moved, expected))
+    dtypes = [a.dtype.name for a in args]
+    return all(agree(m, e, CONDITION_MARGIN, dtypes) for m, e in zip(moved, expected))
 
 
 _versions = functools.cache(versions)

@@ -5,9 +5,11 @@ Each record's `exported` is deserialized (`jax.export.deserialize`), its input a
 `input_shapes`/`input_dtypes`, and, where the record carries `inputs` (a dataset record), run on
 them and compared with `expected_outputs`: same count, shapes and dtypes, and values within the
 dtype's tolerance, `|actual - expected| <= tol * (|expected| + max(1, max |expected|))`
-elementwise, with tol 1e-2 for float16/bfloat16, 1e-4 for float32, 1e-9 for float64 (the artifact
-is lowered by export's path, the outputs by jit's, so XLA may fuse them differently), and exact for
-integers and booleans. A captured record has no inputs: it is checked for structure only.
+elementwise, with tol 1e-2 for float16/bfloat16, 1e-4 for float32, 1e-9 for float64, or the float
+inputs' where looser (a float64 output computed from float32 inputs has float32's) (the outputs
+came from another build: `rax ir generate` compiles with LLVM at -O0, and another XLA or CPU
+rounds differently), and exact for integers and booleans; the summary counts the records whose outputs are the expected ones bit for
+bit. A captured record has no inputs: it is checked for structure only.
 
 A backward record (the vjp of the forward record before it, `<name>_vjp`) is also checked
 numerically: along a random direction v of its float inputs (drawn from the record's seed), the
@@ -56,6 +58,7 @@ class Outcome:
     status: str
     reason: str = ""
     gradient_checked: bool = False
+    bit_exact: bool = False  # outputs bit for bit the expected ones (not just within tolerance)
 
 
 def check_group(group: list[tuple[str, dict[str, Any]]]) -> list[Outcome]:
@@ -70,12 +73,12 @@ def check_group(group: list[tuple[str, dict[str, Any]]]) -> list[Outcome]:
             base = dict(where=where, function=str(record.get("function")), category=str(record.get("category") or "-"),
                         kind=kind)
             try:
-                call, outputs, status = _run(record)
+                call, outputs, status, exact = _run(record)
                 checked = False
                 if kind == "backward" and forward is not None and outputs is not None:
                     _check_gradient(record, outputs, *forward)
                     checked = True
-                outcomes.append(Outcome(**base, status=status, gradient_checked=checked))
+                outcomes.append(Outcome(**base, status=status, gradient_checked=checked, bit_exact=exact))
                 if kind == "forward":
                     forward = (record, call)
             except Failure as exc:
@@ -87,8 +90,9 @@ class Failure(Exception):
     """Why a record fails validation."""
 
 
-def _run(record: dict[str, Any]) -> tuple[Callable[..., Any], list[np.ndarray] | None, str]:
-    """Deserialize and check the record's artifact: (its jitted call, its outputs, status)."""
+def _run(record: dict[str, Any]) -> tuple[Callable[..., Any], list[np.ndarray] | None, str, bool]:
+    """Deserialize and check the record's artifact: (its jitted call, its outputs, status, whether
+    the outputs are the expected ones bit for bit)."""
     import jax
 
     try:
@@ -102,7 +106,7 @@ def _run(record: dict[str, Any]) -> tuple[Callable[..., Any], list[np.ndarray] |
                       f"{_signature(record.get('input_shapes') or [], record.get('input_dtypes') or [])}")
     call = jax.jit(exported.call)
     if record.get("inputs") is None:
-        return call, None, "structure only"
+        return call, None, "structure only", False
     inputs = [decode_array(i) for i in record["inputs"]]
     try:
         outputs = [np.asarray(o) for o in jax.tree.leaves(call(*inputs))]
@@ -114,17 +118,27 @@ def _run(record: dict[str, Any]) -> tuple[Callable[..., Any], list[np.ndarray] |
     for k, (actual, want) in enumerate(zip(outputs, expected)):
         if actual.shape != want.shape or actual.dtype != want.dtype:
             raise Failure(f"output {k} is {actual.dtype}{list(actual.shape)}, expected {want.dtype}{list(want.shape)}")
-        if not agree(actual, want):
+        if not agree(actual, want, inputs=record["input_dtypes"]):
             diff = np.max(np.abs(actual.astype(np.float64) - want.astype(np.float64)))
             raise Failure(f"output {k} differs from expected_outputs (max |difference| {diff:.3g}, "
-                          f"tolerance {TOLERANCES.get(want.dtype.name, 0):g} for {want.dtype})")
-    return call, outputs, "passed"
+                          f"tolerance {tolerance(want.dtype.name, record['input_dtypes']):g} for {want.dtype})")
+    return call, outputs, "passed", all(a.tobytes() == e.tobytes() for a, e in zip(outputs, expected))
 
 
-def agree(actual: Shaped[np.ndarray, "..."], expected: Shaped[np.ndarray, "..."], margin: float = 1.0) -> bool:
-    """Equal within `margin` times the dtype's tolerance (module docstring); NaNs where expected
-    has NaNs."""
-    tol = TOLERANCES.get(expected.dtype.name)
+def tolerance(output: str, inputs: Sequence[str] = ()) -> float | None:
+    """The tolerance of a float output of dtype `output`: its dtype's, or the float inputs' where
+    looser (a float64 output computed from float32 inputs carries float32 rounding); None (exact)
+    for integers and booleans."""
+    if output not in TOLERANCES:
+        return None
+    return max(TOLERANCES[d] for d in (output, *inputs) if d in TOLERANCES)
+
+
+def agree(actual: Shaped[np.ndarray, "..."], expected: Shaped[np.ndarray, "..."], margin: float = 1.0,
+          inputs: Sequence[str] = ()) -> bool:
+    """Equal within `margin` times the tolerance of the output given the input dtypes `inputs`
+    (`tolerance`, module docstring); NaNs where expected has NaNs."""
+    tol = tolerance(expected.dtype.name, inputs)
     if tol is None:
         return bool(np.array_equal(actual, expected))
     tol *= margin
@@ -260,7 +274,8 @@ def summary_lines(outcomes: Sequence[Outcome]) -> list[str]:
     table = Counter((o.category, o.kind, o.status) for o in outcomes)
     lines = [f"{len(outcomes)} records: {status['passed']} passed, {status['failed']} failed, "
              f"{status['structure only']} structure only (no inputs); "
-             f"{sum(o.gradient_checked for o in outcomes)} backward records checked by central differences",
+             f"{sum(o.gradient_checked for o in outcomes)} backward records checked by central differences; "
+             f"{sum(o.bit_exact for o in outcomes)} records' outputs the expected ones bit for bit",
              f"{'category':<16}{'pass':<10}{'passed':>8}{'failed':>8}{'structure':>10}"]
     for category, kind in sorted({(o.category, o.kind) for o in outcomes}):
         lines.append(f"{category:<16}{kind:<10}{table[category, kind, 'passed']:>8}"
