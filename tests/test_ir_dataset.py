@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,18 @@ def test_the_same_seed_gives_the_same_bytes_with_one_worker_or_two(dataset: Path
         assert (dataset / name).read_bytes() == (again / name).read_bytes()
     other = generate.build(4, 0, tuple(templates.CATEGORIES)).records[0]  # another seed, another function
     assert other["source"] != lines(dataset)[0][2]["source"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_each_worker_has_a_cpu_of_its_own() -> None:
+    with generate.worker_pool(2) as pool:
+        cpus = [f.result() for f in [pool.submit(_cpus_after, 1.0) for _ in range(2)]]
+    assert all(len(c) == 1 for c in cpus) and cpus[0] != cpus[1]
+
+
+def _cpus_after(seconds: float) -> set[int]:
+    time.sleep(seconds)  # long enough for the other worker to take the other task
+    return os.sched_getaffinity(0)
 
 
 def test_each_function_is_traced_and_lowered_once(monkeypatch: pytest.MonkeyPatch) -> None:

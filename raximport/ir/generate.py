@@ -39,6 +39,7 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AbstractSet, Any, Callable, Iterator, Mapping, Sequence
@@ -260,6 +261,20 @@ def _driver() -> dict[str, Callable[..., Any]]:
     return namespace
 
 
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """`jobs` spawned workers, each on a CPU of its own where this process may use that many."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+    if len(cpus) < jobs:
+        return ProcessPoolExecutor(jobs, mp_context=context)
+    queue = context.Queue()
+    for cpu in cpus[:jobs]:
+        queue.put(cpu)
+    return ProcessPoolExecutor(jobs, mp_context=context, initializer=_use_one_cpu, initargs=(queue,))
+
+
 def _use_one_cpu(cpus: Any) -> None:
     """Pin this worker to a CPU of its own (taken from the queue `cpus`): XLA sizes its compile
     thread pools by the CPUs a process may use, and two workers' pools on the same cores contend
@@ -275,19 +290,10 @@ def built_in_order(seed: int, categories: Sequence[str], jobs: int,
         with _building_many():
             yield from (build(seed, index, categories, kept, options) for index in itertools.count())
         return
-    import multiprocessing
-    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures import Future
 
     run = uuid.uuid4().hex
-    context = multiprocessing.get_context("spawn")
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
-    if len(cpus) >= jobs:
-        queue = context.Queue()
-        for cpu in cpus[:jobs]:
-            queue.put(cpu)
-        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_use_one_cpu, initargs=(queue,))
-    else:
-        pool = ProcessPoolExecutor(jobs, mp_context=context)
+    pool = worker_pool(jobs)
     pending: deque[Future[list[Built]]] = deque()
     starts = itertools.count(0, CHUNK)
     try:
