@@ -4,10 +4,12 @@
     python scripts/bench_ir.py                      # 12,000 records, 2 workers, then validate them
     python scripts/bench_ir.py --count 1200         # a tenth, for a quick figure
     python scripts/bench_ir.py --out DIR            # keep the dataset in DIR (a temp dir otherwise)
+    python scripts/bench_ir.py --twice              # generate again (other workers' shares) and compare bytes
 
 Prints the generation time and records/s against the 15-minute goal, the functions per
 category, and the validation's time and pass rate. Exits 1 unless every record validates (and,
-at the full count, every category has 600 functions). Each record costs one XLA compile to
+at the full count, every category has 600 functions; with --twice, unless both runs wrote the
+same bytes). Each record costs one XLA compile to
 generate and one to validate, so the machine's load matters: run it alone.
 """
 
@@ -33,6 +35,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="where to write the dataset (default: a temp dir, removed)")
+    parser.add_argument("--twice", action="store_true",
+                        help="generate the dataset a second time (in a temp dir) and compare the bytes")
     ns = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         out = ns.out or Path(scratch) / "ir"
@@ -47,6 +51,7 @@ def main() -> int:
               f"{FULL:,} records at this rate: {scaled / 60:.1f} min (goal {GOAL_SECONDS // 60} min)")
         functions = Counter(generate.category_of(i, CATEGORIES) for i in summary.functions)
         print("functions per category: " + ", ".join(f"{c} {n}" for c, n in sorted(functions.items())))
+        same = not ns.twice or _same_bytes(paths, ns, Path(scratch) / "again")
 
         start = time.perf_counter()
         outcomes = list(validate.validate([out], ns.jobs))
@@ -57,7 +62,19 @@ def main() -> int:
         print(f"validate: {len(outcomes):,} records in {seconds:.0f} s ({len(outcomes) / seconds:.1f} records/s): "
               f"{100 * passed / max(len(outcomes), 1):.2f}% passed")
     enough = ns.count < FULL or min(functions.values(), default=0) >= 600
-    return 0 if passed == len(outcomes) and not summary.failures and enough else 1
+    return 0 if passed == len(outcomes) and not summary.failures and enough and same else 1
+
+
+def _same_bytes(paths: list[Path], ns: argparse.Namespace, again: Path) -> bool:
+    """Generate the same seed again and compare it with `paths`, shard by shard: the workers take
+    the functions in another order, so this shows whether a record depends on who built it."""
+    start = time.perf_counter()
+    _, others = generate.generate(ns.count, again, ns.seed, jobs=ns.jobs)
+    different = [p.name for p, o in zip(paths, others) if p.read_bytes() != o.read_bytes()]
+    same = len(paths) == len(others) and not different
+    print(f"again: {len(others)} shards in {time.perf_counter() - start:.0f} s, "
+          + ("the same bytes" if same else f"NOT the same bytes: {', '.join(different) or 'other shards'}"))
+    return same
 
 
 if __name__ == "__main__":

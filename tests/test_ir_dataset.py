@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from raximport import cli
-from raximport.ir import generate, stats, templates, validate
+from raximport.ir import generate, stats, templates, validate, workers
 from raximport.ir.record import DATASET_KEYS, RECORD_KEYS, canonical_hash, decode_array, encode_array
 
 COUNT = 24  # records: more than one function of each of the 10 categories
@@ -89,7 +89,7 @@ def test_the_same_seed_gives_the_same_bytes_with_one_worker_or_two(dataset: Path
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 def test_each_worker_has_a_cpu_of_its_own() -> None:
-    with generate.worker_pool(2) as pool:
+    with workers.worker_pool(2) as pool:
         cpus = [f.result() for f in [pool.submit(_cpus_after, 1.0) for _ in range(2)]]
     assert all(len(c) == 1 for c in cpus) and cpus[0] != cpus[1]
 
@@ -139,6 +139,28 @@ def test_a_worker_leaves_out_a_program_it_built_before_without_compiling_it(monk
     monkeypatch.setattr(jax.stages.Lowered, "compile", lambda *a, **k: pytest.fail("compiled a duplicate"))
     again = generate.build(3, 6, ("gradients",), kept)
     assert again.records == [] and again.duplicates == 2 and again.error is None
+
+
+def test_a_record_does_not_depend_on_what_its_process_built_before() -> None:
+    """JAX caches traces per process, and a cached trace keeps the source locations of whoever
+    traced it first: a scatter-multiply's pullback traces `mul` the way a cumprod's lowering asks
+    for it, so the cumprod's HLO named the scatter's line, or not, by what its worker had built
+    before (two 12,000-record runs differed in 210 records)."""
+    import jax
+
+    x = np.linspace(0.5, 1.5, 12, dtype=np.float32).reshape(3, 4)
+    cumprod = generate.HEADER + "def cumprod(x):\n    return jnp.cumprod(x, axis=1)\n"
+    scatter = generate.HEADER + ("\n" * 4 + "def scatter(x, y):\n    return x.at[jnp.array([0, 1])].mul(y, unique_indices=True)\n\n\n"
+                                 "def scatter_vjp(x, y, ct):\n    _, pullback = jax.vjp(scatter, x, y)\n"
+                                 "    return pullback(ct)\n")
+    with jax.enable_x64(True):
+        jax.clear_caches()  # as in a process that has built nothing
+        alone, _, _ = generate._record("cumprod", cumprod, [x])
+        jax.clear_caches()
+        generate._record("scatter_vjp", scatter, [x, x[:2], x])
+        after, _, _ = generate._record("cumprod", cumprod, [x])
+    assert isinstance(alone, dict) and isinstance(after, dict)
+    assert {k for k in alone if alone[k] != after[k]} == set()
 
 
 def test_an_ill_conditioned_program_is_left_out() -> None:

@@ -20,11 +20,13 @@ it, so it is left out (counted in the summary), as is a program whose StableHLO
 (`canonical_hash`) an earlier record had.
 
 Workers (spawned processes, each on a CPU of its own where there are enough, x64 on, JAX's MLIR
-contexts shared: `shared_ir_contexts`) build
-functions in chunks; each leaves out, before compiling, a program it built earlier in the run;
-the parent writes the records in index order, dropping the duplicates between workers, and stops
-at `--count` records: the same seed gives the same bytes whatever `--jobs`. Records carry no
-timings, paths or process ids for that reason (`compile_seconds` is null).
+contexts shared: `shared_ir_contexts`) build functions in chunks; each leaves out, before
+compiling, a program it built earlier in the run; the parent writes the records in index order,
+dropping the duplicates between workers, and stops at `--count` records: the same seed gives the
+same bytes whatever `--jobs`. So a record must not depend on which worker built it, nor on what
+that worker built before: JAX's caches are cleared before each record (a cached trace keeps the
+source locations of the function it was first made for), and records carry no timings, paths or
+process ids (`compile_seconds` is null).
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AbstractSet, Any, Callable, Iterator, Mapping, Sequence
@@ -53,6 +54,7 @@ from raximport.ir.capture import _cost, _memory
 from raximport.ir.record import JsonlWriter, canonical_hash, decode_array, encode_array, record_files, versions
 from raximport.ir.stats import dtype_of
 from raximport.ir.validate import agree
+from raximport.ir.workers import worker_pool
 
 SOURCE_FILE = "<rax ir generate>"
 HEADER = "import jax\nimport jax.numpy as jnp\n\n\n"
@@ -109,28 +111,27 @@ def build(seed: int, index: int, categories: Sequence[str], kept: set[str] | Non
             inputs = [i.sample(rng) for i in spec.inputs]
             source = HEADER + spec.source(name)
             forward, outputs, is_tuple = _record(name, source, inputs, kept, options)
-            if isinstance(forward, str):
-                if forward == ILL_CONDITIONED:
-                    built.ill_conditioned += 1
-                    return built  # and no backward: its forward record is not there to check it
-                built.duplicates += 1
-            else:
+            if not _left_out(built, forward):
                 built.records.append(forward | {"category": category, "seed": record_seed})
-            if not spec.differentiable:
-                return _keep(built, kept)
+            if forward == ILL_CONDITIONED or not spec.differentiable:
+                return _keep(built, kept)  # no backward where its forward record is not there to check it
             cotangents = [rng.uniform(-1.0, 1.0, o.shape).astype(o.dtype) for o in outputs]
             vjp_source = source + "\n\n" + _vjp_source(name, spec, len(cotangents), is_tuple)
             backward, _, _ = _record(f"{name}_vjp", vjp_source, inputs + cotangents, kept, options)
-            if backward == DUPLICATE:
-                built.duplicates += 1
-            elif backward == ILL_CONDITIONED:
-                built.ill_conditioned += 1
-            elif all(np.isfinite(decode_array(g)).all() for g in backward["expected_outputs"]):
+            if not _left_out(built, backward) and all(np.isfinite(decode_array(g)).all()
+                                                       for g in backward["expected_outputs"]):
                 built.records.append(backward | {"category": category, "seed": record_seed, "pass": "backward"})
             # else: at a point where it has no derivative (std of one value): the forward alone
             return _keep(built, kept)
     except Exception as exc:  # noqa: BLE001 - reported by the parent with the function's source
         return Built(index, [], f"{name}: {type(exc).__name__}: {exc}\n{HEADER + spec.source(name)}")
+
+
+def _left_out(built: Built, outcome: dict[str, Any] | str) -> bool:
+    """Whether `_record` left the record out (a DUPLICATE or ILL_CONDITIONED one, counted in `built`)."""
+    built.duplicates += outcome == DUPLICATE
+    built.ill_conditioned += outcome == ILL_CONDITIONED
+    return isinstance(outcome, str)
 
 
 def _keep(built: Built, kept: set[str]) -> Built:
@@ -176,6 +177,7 @@ def _record(name: str, source: str, args: list[np.ndarray], kept: AbstractSet[st
     or ILL_CONDITIONED); the avals of its flat outputs; whether it returns a tuple."""
     import jax
 
+    jax.clear_caches()  # JAX's traces of earlier records: what a record holds must not depend on them
     namespace: dict[str, Any] = {}
     exec(compile(source, SOURCE_FILE, "exec"), namespace)  # the grammar's own code, generated above
     fun = namespace[name]
@@ -259,27 +261,6 @@ def _driver() -> dict[str, Callable[..., Any]]:
     namespace: dict[str, Any] = {}
     exec(compile(DRIVER, "<rax ir driver>", "exec"), namespace)
     return namespace
-
-
-def worker_pool(jobs: int) -> ProcessPoolExecutor:
-    """`jobs` spawned workers, each on a CPU of its own where this process may use that many."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
-    if len(cpus) < jobs:
-        return ProcessPoolExecutor(jobs, mp_context=context)
-    queue = context.Queue()
-    for cpu in cpus[:jobs]:
-        queue.put(cpu)
-    return ProcessPoolExecutor(jobs, mp_context=context, initializer=_use_one_cpu, initargs=(queue,))
-
-
-def _use_one_cpu(cpus: Any) -> None:
-    """Pin this worker to a CPU of its own (taken from the queue `cpus`): XLA sizes its compile
-    thread pools by the CPUs a process may use, and two workers' pools on the same cores contend
-    (measured 2026-12-03, 600 records, 2 workers on 2 cores, alternated: pinned 0.86 of the time)."""
-    os.sched_setaffinity(0, {cpus.get()})
 
 
 def built_in_order(seed: int, categories: Sequence[str], jobs: int,

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from jaxtyping import Shaped
 
 from raximport.ir.record import RecordError, decode_array, read_records, record_files
+from raximport.ir.workers import worker_pool
 
 TOLERANCES = {"float16": 1e-2, "bfloat16": 1e-2, "float32": 1e-4, "float64": 1e-9}
 GRADIENT = {"float32": (2e-2, (1e-2, 3e-3, 1e-3)), "float64": (1e-5, (1e-5, 1e-6, 1e-4))}  # tol, steps
@@ -242,10 +243,7 @@ def validate(paths: Sequence[str | os.PathLike[str]], jobs: int = 1) -> Iterator
         for chunk in chunks:
             yield from check_chunk(chunk)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(jobs) as pool:
         for outcomes in pool.map(check_chunk, chunks):
             yield from outcomes
 
