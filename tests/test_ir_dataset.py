@@ -340,6 +340,15 @@ def test_generate_refuses_a_directory_that_holds_records(dataset: Path, capsys: 
     assert "already holds records" in capsys.readouterr().err
 
 
+def test_generate_refuses_an_output_that_is_a_file_or_cannot_be_made(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    assert generate.main(["--count", "1", "--jobs", "1", "--out", str(tmp_path / "file")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert generate.main(["--count", "1", "--jobs", "1", "--out", str(tmp_path / "file" / "out")]) == 2
+    assert "cannot make" in capsys.readouterr().err
+
+
 def test_generate_stops_when_every_function_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     def broken(*args: object) -> None:

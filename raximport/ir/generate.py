@@ -372,8 +372,9 @@ def main(argv: Sequence[str]) -> int:
     ns = parser.parse_args(list(argv))
     if ns.count < 1 or ns.jobs < 1 or ns.shard_size < 1:
         parser.error("--count, --jobs and --shard-size must be positive")
-    if ns.out.exists() and record_files(ns.out):
-        print(f"rax ir generate: {ns.out} already holds records: give a new or empty directory", file=sys.stderr)
+    refusal = _unusable(ns.out)
+    if refusal:
+        print(f"rax ir generate: {ns.out} {refusal}: give a new or empty directory", file=sys.stderr)
         return 2
     start = time.perf_counter()
     with _progress_bar(ns.count) as advance:
@@ -383,6 +384,19 @@ def main(argv: Sequence[str]) -> int:
     for failure in summary.failures[:3]:
         print(f"failed: {failure}", file=sys.stderr)
     return 1 if summary.failures else 0
+
+
+def _unusable(out: Path) -> str | None:
+    """Why `out` cannot take a new dataset (made here if need be), or None."""
+    if out.exists() and not out.is_dir():
+        return "is not a directory"
+    if out.exists() and record_files(out):
+        return "already holds records"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot make it ({exc.strerror})"
+    return None
 
 
 class _progress_bar:
