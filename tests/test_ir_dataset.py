@@ -335,6 +335,17 @@ def test_validate_and_stats_refuse_what_is_not_records(tmp_path: Path, capsys: p
     assert "bad.jsonl:1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["show", "stats"])
+def test_a_reader_that_stops_early_gets_no_traceback(dataset: Path, command: str) -> None:
+    """`rax ir show DIR | head`: the pipe closes before the command writes."""
+    process = subprocess.Popen([sys.executable, "-m", "raximport.ir", command, str(dataset)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and error == ""
+
+
 def test_generate_refuses_a_directory_that_holds_records(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert generate.main(["--count", "1", "--out", str(dataset)]) == 2
     assert "already holds records" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -21,7 +22,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-    return int(importlib.import_module(f"raximport.ir.{argv[0]}").main(argv[1:]))
+    try:
+        return int(importlib.import_module(f"raximport.ir.{argv[0]}").main(argv[1:]))
+    except BrokenPipeError:  # `rax ir show DIR | head`: the reader has what it wanted, say nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # or the flush at exit fails again
+        return 141  # 128 + SIGPIPE: what a shell reports for a program the closed pipe ended
 
 
 if __name__ == "__main__":
