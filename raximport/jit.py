@@ -229,6 +229,8 @@ def describe_call(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
 
     described: dict[str, tuple[str, Any]] = {}
     for name, value in arguments_by_name(fun, args, kwargs).items():
+        if type(value) is _Cut:  # auto-jit's cut pytree: as the user passed it (a new _Cut each call)
+            value = value.whole()
         leaves = jax.tree_util.tree_leaves_with_path(value)
         if any(isinstance(leaf, jax.core.Tracer) for _, leaf in leaves):  # all, but under filter_jit
             avals = {jax.tree_util.keystr(path): str(leaf.aval) for path, leaf in leaves

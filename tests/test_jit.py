@@ -470,6 +470,23 @@ print(counters.scaled(jnp.ones(2), {"scale": 2.0, "name": "a config with strings
     assert "runs without jit" not in result.stderr
 
 
+def test_a_counter_beside_a_config_held_static_stops_recompiling(load, capfd: pytest.CaptureFixture[str]) -> None:
+    """gpt's `get_lr(it, cfg)`: the config's numbers are held static (it steers Python's `max`), so
+    the cut config holds no traced leaf; the counter must still be traced after a few compiles, and
+    the config is no 'new object on each call' (jit sees the same static settings)."""
+    mod = load("auto_lr", """
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+def lr(it: int | Array, cfg: dict) -> Float[Array, ""]:
+    return cfg["peak"] * jnp.asarray(it, jnp.float32) / max(cfg["warmup"], 1)
+""")
+    cfg = {"peak": 1.0, "warmup": 10, "schedule": "linear"}
+    assert [float(mod.lr(it, cfg)) for it in range(20)] == pytest.approx([it / 10 for it in range(20)])
+    err = capfd.readouterr().err
+    assert "has been compiled" not in err and "_Cut" not in err, err
+
+
 def test_same_types_other_contents_are_decided_again(load) -> None:
     mod = load("auto_contents", """
 import jax.numpy as jnp
