@@ -532,6 +532,11 @@ def main(argv: list[str], prog: str = "rax annotate") -> int:
                          f"{recorder.failure}); what it saw is annotated\n")
     if any(statuses):
         sys.stderr.write(f"rax annotate: exit statuses {statuses}; annotating the calls made\n")
+    raised = recorder.raised()
+    if raised:
+        count = sum(r.raised for r in raised)
+        sys.stderr.write(f"rax annotate: left out {count} call{'s' * (count > 1)} that raised, of "
+                         f"{', '.join(r.name for r in raised)}: the shapes of a failing call are no evidence\n")
     result = annotate(recorder.records(), recorder.configs)
     sys.stdout.write(unified_diff(result.changed))
     for name, why in sorted(result.naming.meaning.items()):

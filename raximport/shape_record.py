@@ -3,7 +3,8 @@ functions, the dtype and shape of every array argument and of the returned array
 integers that could name a dimension (config values).
 
 A `sys.setprofile` hook sees each call with its frame's arguments and each return with its
-value. Jitted functions are seen while JAX traces them, with tracers that carry shapes and
+value; a call that an exception ends is left out (its shapes may be the very bug). Jitted
+functions are seen while JAX traces them, with tracers that carry shapes and
 dtypes, so recording compiles nothing. Each function is recorded until it showed `max_calls`
 distinct signatures (a repeated one does not count: a later run, sampling after training, still
 adds its shapes). Once QUIET_CALLS calls of the user's functions in a row showed nothing new (a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import dis
 import inspect
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ from raximport.provenance import is_user_file
 # Generators, coroutines and async generators: their 'return' events are yields, not returns.
 _RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _RETURN = "return"
+# A 'return' event at another instruction is an exception unwinding the frame.
+_RETURN_OPS = frozenset(dis.opmap[name] for name in ("RETURN_VALUE", "RETURN_CONST") if name in dis.opmap)
 QUIET_CALLS = 1000
 
 
@@ -78,6 +82,7 @@ class FunctionRecord:
     params: tuple[str, ...]
     calls: list[dict[str, Observed]] = field(default_factory=list)
     signatures: set[tuple] = field(default_factory=set, repr=False)  # the calls recorded, as keys
+    raised: int = 0  # calls left out because an exception ended them: their shapes may be the bug
 
     @property
     def is_class(self) -> bool:
@@ -173,6 +178,10 @@ class Recorder:
     def records(self) -> list[FunctionRecord]:
         return [record for record in self._by_place.values() if record.calls]
 
+    def raised(self) -> list[FunctionRecord]:
+        """The functions some of whose calls an exception ended (those calls left out)."""
+        return [record for record in self._by_place.values() if record.raised]
+
     def _record_for(self, frame: FrameType) -> FunctionRecord | None:
         code = frame.f_code
         if code.co_name.startswith("<") or code.co_flags & _RESUMABLE or not self.is_ours(code.co_filename):
@@ -247,7 +256,10 @@ class Recorder:
             self._open[id(frame)] = (record, call)
         elif event == _RETURN:
             record, call = self._open.pop(id(frame), (None, None))
-            if record is not None:
+            if record is not None and frame.f_code.co_code[frame.f_lasti] not in _RETURN_OPS:
+                record.calls.remove(call)  # it raised (a shape error, say): no evidence of the shapes it takes
+                record.raised += 1
+            elif record is not None:
                 call[_RETURN] = describe(arg)
                 self._read_config(arg)
                 signature = tuple(call.items())

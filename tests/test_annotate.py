@@ -181,6 +181,36 @@ def test_the_recorders_own_failure_stops_recording_not_the_program() -> None:
     assert isinstance(recorder.failure, RuntimeError) and recorder.records() == []
 
 
+def test_a_call_that_raised_is_no_evidence(tmp_path: Path) -> None:
+    """`mlp(params, x)` with x one column too wide fails at its matmul: annotating from that call
+    would write the bug into the annotation (a dimension that "varied", 16 and 17)."""
+    import numpy as np
+
+    path = write(tmp_path / "user.py", """
+        def mlp(w, x):
+            return x @ w
+
+
+        def careful(w, x):
+            try:
+                return mlp(w, x)
+            except ValueError:
+                return None
+    """)
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    w = np.ones((16, 4))
+    with Recorder(lambda filename: filename == str(path), max_calls=4) as recorder:
+        namespace["mlp"](w, np.ones((8, 16)))
+        with pytest.raises(ValueError):
+            namespace["mlp"](w, np.ones((8, 17)))
+        assert namespace["careful"](w, np.ones((2, 17))) is None  # it returns: recorded
+    by_name = {r.name: r for r in recorder.records()}
+    assert [c["x"].shape for c in by_name["mlp"].calls] == [(8, 16)]
+    assert [c["x"].shape for c in by_name["careful"].calls] == [(2, 17)]
+    assert [(r.name, r.raised) for r in recorder.raised()] == [("mlp", 2)]
+
+
 def test_recording_stops_once_a_loop_shows_nothing_new(tmp_path: Path) -> None:
     """A loop repeating the shapes already seen removes the hook after QUIET_CALLS calls: the
     rest of the run is at full speed, and a function first called after that is not recorded."""
