@@ -23,7 +23,7 @@ import linecache
 import operator
 import re
 from types import FrameType, ModuleType, TracebackType
-from typing import Any, Callable
+from typing import AbstractSet, Any, Callable
 
 from raximport.jit import describe_call
 from raximport.provenance import installed_package
@@ -191,14 +191,33 @@ def _value(node: ast.expr, frame: FrameType) -> Any:
 
 
 def _stored_arrays(owner: Any) -> list[tuple[str, Any]]:
-    """The arrays an object (an equinox layer) holds in its instance dict, read without running its code."""
+    """The arrays an object (an equinox or flax layer) holds in its instance dict, directly or in a
+    variable (an `nnx.Param`), read without running its code."""
     if isinstance(owner, (ModuleType, NotEvaluated)):
         return []
     slot = next((vars(k)["__dict__"] for k in type(owner).__mro__ if "__dict__" in vars(k)), None)
     if not inspect.isgetsetdescriptor(slot):  # no instance dict, or a class's own __dict__ property
         return []
     stored = slot.__get__(owner, type(owner))
-    return [(name, value) for name, value in stored.items() if is_array(value)][:_MAX_HELD] if type(stored) is dict else []
+    if type(stored) is not dict:
+        return []
+    held = ((name, value if is_array(value) else _array_in_slots(value)) for name, value in stored.items())
+    return [(name, value) for name, value in held if value is not None][:_MAX_HELD]
+
+
+def _array_in_slots(holder: Any) -> Any:
+    """The array a variable object keeps in a slot of its class (flax's `Variable._raw_value`), or None."""
+    for klass in type(holder).__mro__:
+        slots = vars(klass).get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            member = vars(klass).get(name)
+            try:
+                value = member.__get__(holder, type(holder)) if inspect.ismemberdescriptor(member) else None
+            except AttributeError:  # a slot never set
+                continue
+            if is_array(value):
+                return value
+    return None
 
 
 def lookup(name: str, frame: FrameType) -> tuple[bool, Any]:
@@ -308,16 +327,18 @@ def describe(value: Any) -> str:
 # --- what the shapes say ----------------------------------------------------------------------------
 
 
-def observe(shapes: list[tuple[str, tuple[int, ...]]], message: str) -> tuple[str, str, dict[str, object]] | None:
+def observe(shapes: list[tuple[str, tuple[int, ...]]], message: str,
+            held: AbstractSet[str] = frozenset()) -> tuple[str, str, dict[str, object]] | None:
     """What stands out between two operands' shapes, as (sentence, fix, facts): a size one more
     than the other's, or an axis one has and the other lacks. Each shape is also compared with
     the other's without its last axis (labels and logits) or its first. Two sizes are said to be
     off by one only where the library's message, if it names sizes, names both (a matmul's
-    mismatch is between axes that a side-by-side comparison does not pair)."""
+    mismatch is between axes that a side-by-side comparison does not pair). Two arrays of the
+    called layer (`held`: its weight and bias) are never compared: they agree by construction."""
     numbers = {int(n) for n in re.findall(r"\d+", message)}
     found = []
     for (name, shape), (other, other_shape) in itertools.permutations(shapes, 2):
-        if shape == other_shape:
+        if shape == other_shape or {name, other} <= held:
             continue
         variants = [(f"'{other}'", other_shape), (f"'{other}' without its last axis", other_shape[:-1]),
                     (f"'{other}' without its first axis", other_shape[1:])]
@@ -380,7 +401,7 @@ def explain_shapes(exc: BaseException, message: str, where: tuple[str, int] | No
         return None
     node, source = failing
     frame = entry.tb_frame
-    values = _operand_values(node, source, frame)
+    values, held = _operand_values(node, source, frame)
     shapes = [(text, tuple(value.shape)) for text, value in values if is_array(value)]
     if not shapes:
         return None
@@ -396,7 +417,7 @@ def explain_shapes(exc: BaseException, message: str, where: tuple[str, int] | No
     if jitted:
         details += [f"{jitted}() is being traced by jit with:", *_leaf_lines(arguments)]
         extra.update(jitted_function=jitted, jitted_arguments=arguments)
-    found = observe(shapes, message)
+    found = observe(shapes, message, held)
     if found:  # the title says it
         extra["observation"] = found[2]
     lines = str(exc).strip().splitlines() or [type(exc).__name__]
@@ -415,18 +436,20 @@ def explain_shapes(exc: BaseException, message: str, where: tuple[str, int] | No
     )
 
 
-def _operand_values(node: ast.AST, source: str, frame: FrameType) -> list[tuple[str, Any]]:
-    """(source text, value or NotEvaluated) of each operand of the failing `node`; an array's
-    method also shows the array, a called layer (`self.dense(x)`) the arrays it holds."""
+def _operand_values(node: ast.AST, source: str, frame: FrameType) -> tuple[list[tuple[str, Any]], set[str]]:
+    """(source text, value or NotEvaluated) of each operand of the failing `node`, and the texts of
+    those a called layer holds: an array's method also shows the array, a called layer
+    (`self.dense(x)`) the arrays it holds."""
     callee, written = _operands(node, source)
     values = [(text, _value(expression, frame)) for text, expression in written]
     if callee is None:
-        return values
+        return values, set()
     owner = callee.value if isinstance(callee, ast.Attribute) else None
     receiver = _value(owner, frame) if owner is not None else None
     if owner is not None and is_array(receiver):
         values.insert(0, (_text(owner, source), receiver))
-    return values + [(f"{_text(callee, source)}.{name}", held) for name, held in _stored_arrays(_value(callee, frame))]
+    held = [(f"{_text(callee, source)}.{name}", array) for name, array in _stored_arrays(_value(callee, frame))]
+    return values + held, {text for text, _ in held}
 
 
 def _jitted_arguments(tb: TracebackType | None, entry: TracebackType) -> tuple[str, dict[str, str]]:

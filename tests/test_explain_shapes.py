@@ -104,6 +104,25 @@ def test_a_layer_called_with_the_wrong_input_size_shows_its_weights() -> None:
     assert "axis 0 of 'x' is 5, one more than 'self.hidden.weight' without its first axis (4)" in report.title
 
 
+def test_an_nnx_layer_called_with_the_wrong_input_size_shows_its_parameters() -> None:
+    """Flax NNX holds a layer's arrays in `nnx.Param`s: shown as the arrays they hold, read from the
+    variable's storage (no property of flax's runs)."""
+    nnx = pytest.importorskip("flax.nnx")
+
+    class MLP(nnx.Module):
+        def __init__(self) -> None:
+            self.l1 = nnx.Linear(8, 32, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return nnx.relu(self.l1(x))  # nnx layer
+
+    report = explained(MLP(), jnp.zeros((4, 9)))
+    assert report.where == line_of("nnx layer") and report.extra["library"] == "flax"
+    assert report.extra["operands"] == {"x": "float32[4,9]", "self.l1.kernel": "float32[8,32]",
+                                        "self.l1.bias": "float32[32]"}
+    assert "observation" not in report.extra  # the layer's kernel and bias are never set against each other
+
+
 def test_inside_lax_scan_the_report_is_at_the_line_of_the_scanned_body() -> None:
     def body(carry, x):
         return carry + x, None  # scan body
