@@ -19,7 +19,7 @@ import math
 import os
 import re
 import typing
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -575,7 +575,7 @@ def find_fixes(step: Step, analysis: Analysis, args: tuple[Any, ...], kwargs: di
         if dtype is not None and dtype.itemsize >= 4:  # never a dtype the step already computes in
             fixes.append(Fix(f"compute in bfloat16, keeping parameters in float32 (the step computes in {dtype}: "
                              "activations take about half)", analysis.peak - share * fp.temps // 2, exact=False))
-        if not evaluation:  # no backward pass, nothing to recompute
+        if not evaluation and _has_backward_pass(step):  # else there is nothing to recompute
             fixes.append(Fix("rematerialise: jax.checkpoint around each block recomputes activations in the "
                              "backward pass instead of storing them", None, exact=False))
     return sorted(fixes, key=lambda f: (f.predicted is None, f.predicted or 0))
@@ -717,7 +717,7 @@ def _float_bytes(jaxpr: Any, matmuls: dict[Any, int], floats: dict[Any, int]) ->
     """Add the bytes of every floating-point value `jaxpr` computes (nested jaxprs included) by dtype."""
     import jax.numpy as jnp
 
-    for eqn in jaxpr.eqns:
+    for eqn in _equations(jaxpr):
         for var in eqn.outvars:
             aval = var.aval
             if hasattr(aval, "dtype") and jnp.issubdtype(aval.dtype, jnp.floating):
@@ -725,11 +725,27 @@ def _float_bytes(jaxpr: Any, matmuls: dict[Any, int], floats: dict[Any, int]) ->
                 floats[aval.dtype] = floats.get(aval.dtype, 0) + size
                 if eqn.primitive.name in _MATMULS:
                     matmuls[aval.dtype] = matmuls.get(aval.dtype, 0) + size
+
+
+def _has_backward_pass(step: Step) -> bool:
+    """Whether the step differentiates (JAX names what transposing emits `transpose(...)`): only then
+    has jax.checkpoint activations to recompute. True where the step cannot be traced again."""
+    try:
+        jaxpr = step.trace().jaxpr.jaxpr
+    except Exception:
+        return True
+    return any("transpose(" in str(eqn.source_info.name_stack) for eqn in _equations(jaxpr))
+
+
+def _equations(jaxpr: Any) -> Iterator[Any]:
+    """The equations of `jaxpr` and of the jaxprs nested in them (a jit's, a scan's body)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
         for param in eqn.params.values():
             for sub in param if isinstance(param, (tuple, list)) else (param,):
                 inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
                 if hasattr(inner, "eqns"):
-                    _float_bytes(inner, matmuls, floats)
+                    yield from _equations(inner)
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -870,8 +886,10 @@ def _main_fix(analysis: Analysis, fixes: list[Fix], step: Step) -> str:
         parts = ["code"] + (["the CPU runtime reserve"] if plan.platform == "cpu" else [])
         if step.batch_axes:  # the fit's intercept: what the temporaries and outputs hold at any batch size
             parts.insert(0, "gradients, updated parameters and optimizer state")
-        return (f"no batch size fits: {held}, and what the step needs at any batch size ({', '.join(parts)}) "
-                f"brings that to {format_bytes(fixed)}, {usable}. What fits: {_what_fits(analysis)}")
+        lead, needs = (("no batch size fits", "what the step needs at any batch size") if step.batch_axes
+                       else ("no change to the step can fit", "what the step needs besides its arrays"))
+        return (f"{lead}: {held}, and {needs} ({', '.join(parts)}) brings that to {format_bytes(fixed)}, "
+                f"{usable}. What fits: {_what_fits(analysis)}")
     saving = next(((f.action, f.predicted) for f in fixes if f.predicted is not None), None)  # fixes: most saved first
     largest = f"the largest saving, {saving[0]}, leaves {format_bytes(saving[1])}; " if saving else ""
     return f"no fix of the step is predicted to fit alone: {largest}what fits: {_what_fits(analysis)}"

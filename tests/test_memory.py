@@ -180,7 +180,8 @@ def _step(batch_axes: list[tuple[int | str, int]] | None = None) -> Step:
     import jax.numpy as jnp
 
     def step(params, opt_state, x):
-        pass
+        grads = jax.grad(lambda p: jnp.tanh(x @ p["w"]).sum())(params)
+        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), opt_state
 
     params = {"w": jax.ShapeDtypeStruct((1000, 1000), jnp.float32)}  # 4 MB
     opt_state = (params, params)  # 8 MB
@@ -254,6 +255,26 @@ def test_when_the_fixed_part_does_not_fit_no_batch_is_suggested_and_nothing_says
     assert step.fixed_peak == report.extra["fixed_peak"] == 250_000_000 + CPU_RUNTIME_OVERHEAD + 30_000_000
 
 
+def _init_step() -> Step:
+    """A step with no batch and no backward pass: gpt's `init_params(config, key)`."""
+    import jax
+
+    def init(key):
+        a, b = jax.random.split(key)
+        return {"w": jax.random.normal(a, (512, 1000)) @ jax.random.normal(b, (1000, 1000))}
+
+    return Step(init, {}, (jax.ShapeDtypeStruct((), jax.random.key(0).dtype),), {}, [])
+
+
+def test_a_step_without_a_batch_is_not_told_about_batch_sizes() -> None:
+    """Refused under a tight --memory-limit, gpt's `init_params` was told "no batch size fits"."""
+    step = _init_step()
+    analysis = _analysis(300_000_000, 270_000_000, Footprint(arguments=0, outputs=0, aliased=0, temps=10**6, code=0))
+    report = oom_report(analysis, find_fixes(step, analysis, step.args, {}), step, step.args, {})
+    assert report.fix.startswith("no change to the step can fit: the process holds 270.0 MB"), report.fix
+    assert "batch" not in report.fix
+
+
 def test_fixes_are_ordered_by_bytes_saved() -> None:
     step = _faked(_step(), fixed=0, per_row=100_000)
     analysis = _analysis(150_000_000, 40_000_000, Footprint.of(step.compile()))
@@ -265,6 +286,15 @@ def test_fixes_are_ordered_by_bytes_saved() -> None:
     assert not fixes[0].batch_size
     report = oom_report(analysis, fixes, step, step.args, {})
     assert report.fix.startswith(f"batch_size 512 -> {report.extra['suggested_batch_size']} fits")
+
+
+def test_rematerialising_is_suggested_only_to_a_step_with_a_backward_pass() -> None:
+    """gpt's `init_params(config, key)` refused under a tight --memory-limit was told to put
+    jax.checkpoint around each block "to recompute activations in the backward pass": it has none."""
+    analysis = _analysis(10**8, 10**8, Footprint(arguments=0, outputs=4, aliased=0, temps=10**6, code=0))
+    for step, suggested in ((_init_step(), False), (_step(), True)):
+        actions = [f.action for f in find_fixes(step, analysis, step.args, {})]
+        assert any(a.startswith("rematerialise") for a in actions) == suggested, actions
 
 
 def _dtype_step(params_dtype: Any, compute_dtype: Any) -> Step:
