@@ -121,7 +121,7 @@ def build(seed: int, index: int, categories: Sequence[str], kept: set[str] | Non
             if not _left_out(built, backward) and all(np.isfinite(decode_array(g)).all()
                                                        for g in backward["expected_outputs"]):
                 built.records.append(backward | {"category": category, "seed": record_seed, "pass": "backward"})
-            # else: at a point where it has no derivative (std of one value): the forward alone
+            # else: left out (counted), or at a point with no derivative (std of one value): the forward alone
             return _keep(built, kept)
     except Exception as exc:  # noqa: BLE001 - reported by the parent with the function's source
         return Built(index, [], f"{name}: {type(exc).__name__}: {exc}\n{HEADER + spec.source(name)}")
