@@ -311,6 +311,75 @@ def _concrete_shape(exc: BaseException, message: str, where: tuple[str, int] | N
     )
 
 
+_CARRY_MISMATCH = re.compile(r"The input carry (?:component )?(\S+) has type (\S+) but the corresponding output "
+                             r"carry component has type (\S+), so the (\w+(?: \w+)?) do not match")
+_LOOP_BODIES = {"scan": (0, "f"), "fori_loop": (2, "body_fun"), "while_loop": (1, "body_fun")}  # where the body goes
+_ARRAY_TYPE = re.compile(r"(\w+)\[([\d,]*)\]")
+
+
+def _loop_carry(exc: BaseException, message: str, where: tuple[str, int] | None) -> Report | None:
+    """A scan/fori_loop/while_loop body that returns its carry with another shape or dtype."""
+    mismatches = _CARRY_MISMATCH.findall(message)
+    if not mismatches:
+        return None
+    path, was, now, what = mismatches[0]
+    loop, body, defined = _loop_body(exc, where)
+    if path.startswith("loop_carry[1]"):  # fori_loop's (i, carry): the user's carry is the second
+        path = "init_val" + path[len("loop_carry[1]"):]
+    more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+    fix = (f"make {body or 'the body'}() return {path} as {was}, the type it goes in with (reduce, reshape "
+           f"or slice what the body computes for it), or start the loop with {path} as {now}"
+           f"{_zeros_of(now)}") if what == "shapes" else (
+           f"make {body or 'the body'}() return {path} as {was} (cast it back: {_cast_to(was)}), or start "
+           f"the loop with {path} as {now}")
+    return Report(
+        kind="loop-carry", title=f"the carry of {loop or 'a loop'} changes type in {body or 'its body'}(): "
+        f"{path} goes in as {was} and comes out as {now}{more}",
+        where=where, function=body, defined_at=defined, parameter=path, expected=was, got=now,
+        explanation=f"{loop or 'The loop'} compiles its body once and hands each step's carry to the next, "
+        "so the body must return the carry with the very shape and dtype it was given.",
+        fix=fix,
+    )
+
+
+def _zeros_of(type_text: str) -> str:
+    """" (for instance jnp.zeros((3,), jnp.float32))" for "float32[3]"; "" for what does not parse."""
+    match = _ARRAY_TYPE.fullmatch(type_text)
+    if match is None:
+        return ""
+    dims = match.group(2)
+    shape = f"({dims},)" if dims and "," not in dims else f"({dims})"
+    return f" (for instance jnp.zeros({shape}, jnp.{match.group(1)}))"
+
+
+def _cast_to(type_text: str) -> str:
+    """".astype(jnp.int32)" for "int32[]"."""
+    match = _ARRAY_TYPE.fullmatch(type_text)
+    return f".astype(jnp.{match.group(1)})" if match else ".astype"
+
+
+def _loop_body(exc: BaseException, where: tuple[str, int] | None) -> tuple[str, str, tuple[str, int] | None]:
+    """(the loop, its body's name, where the body is defined) from the loop's call on the user's line."""
+    entry = innermost_user_entry(exc.__traceback__)
+    source = linecache.getline(where[0], where[1]).strip() if where else ""
+    try:
+        calls = [n for n in ast.walk(ast.parse(source.rstrip(":"))) if isinstance(n, ast.Call)]
+    except SyntaxError:
+        calls = []
+    for call in calls:
+        name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+        if name not in _LOOP_BODIES:
+            continue
+        index, keyword = _LOOP_BODIES[name]
+        node = call.args[index] if len(call.args) > index else next(
+            (k.value for k in call.keywords if k.arg == keyword), None)
+        if isinstance(node, ast.Lambda):
+            return f"jax.lax.{name}", "<lambda>", where
+        fn = _named_object(node, entry.tb_frame) if node is not None and entry is not None else None
+        return f"jax.lax.{name}", getattr(fn, "__name__", ""), defined_at(fn) if callable(fn) else None
+    return "", "", None
+
+
 def _key_reuse(exc: BaseException, message: str, where: tuple[str, int] | None) -> Report:
     return Report(
         kind="key-reuse", title="a PRNG key was used twice", where=where, got=_first_line(exc).split(": ", 1)[-1],
@@ -389,6 +458,7 @@ _CATALOGUE: list[tuple[Callable[[list[str], str, BaseException], bool],
     (_name_is("ConcretizationTypeError"), _concretization),
     (_says("Non-hashable static arguments"), _non_hashable),
     (_says("is not a valid JAX type", "as an abstract array"), _invalid_jax_type),
+    (_says("carry input and carry output must have equal types"), _loop_carry),
     (_says("Array has been deleted"), _deleted),
     (_says("RESOURCE_EXHAUSTED"), _resource_exhausted),
     (_says("encountered in", name="FloatingPointError"), _nan),

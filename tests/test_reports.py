@@ -91,7 +91,7 @@ def test_the_corpus_covers_the_catalogue() -> None:
         "shape-mismatch", "dtype-mismatch", "type-mismatch", "concretization", "tracer-bool-conversion",
         "tracer-array-conversion", "tracer-integer-conversion", "unexpected-tracer", "non-hashable-static-argument",
         "invalid-jax-type", "concrete-shape", "key-reuse", "nan", "nan-detected", "deleted-array", "out-of-memory",
-        "slow-compile", "error", "recompilation", "autojit-fallback", "shape-error",
+        "slow-compile", "error", "recompilation", "autojit-fallback", "shape-error", "loop-carry",
     }
 
 
