@@ -323,9 +323,9 @@ def _loop_carry(exc: BaseException, message: str, where: tuple[str, int] | None)
     if not mismatches:
         return None
     path, was, now, what = mismatches[0]
-    loop, body, defined = _loop_body(exc, where)
-    if path.startswith("loop_carry[1]"):  # fori_loop's (i, carry): the user's carry is the second
-        path = "init_val" + path[len("loop_carry[1]"):]
+    loop, body, defined, parameters = _loop_body(exc, where)
+    if path.startswith("loop_carry[1]"):  # fori_loop's (i, carry): the carry is the body's second parameter
+        path = (parameters[1] if len(parameters) > 1 else "init_val") + path[len("loop_carry[1]"):]
     more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
     fix = (f"make {body or 'the body'}() return {path} as {was}, the type it goes in with (reduce, reshape "
            f"or slice what the body computes for it), or start the loop with {path} as {now}"
@@ -358,8 +358,10 @@ def _cast_to(type_text: str) -> str:
     return f".astype(jnp.{match.group(1)})" if match else ".astype"
 
 
-def _loop_body(exc: BaseException, where: tuple[str, int] | None) -> tuple[str, str, tuple[str, int] | None]:
-    """(the loop, its body's name, where the body is defined) from the loop's call on the user's line."""
+def _loop_body(exc: BaseException, where: tuple[str, int] | None
+               ) -> tuple[str, str, tuple[str, int] | None, list[str]]:
+    """(the loop, its body's name, where the body is defined, its parameters) from the loop's call on
+    the user's line."""
     entry = innermost_user_entry(exc.__traceback__)
     source = linecache.getline(where[0], where[1]).strip() if where else ""
     try:
@@ -374,10 +376,12 @@ def _loop_body(exc: BaseException, where: tuple[str, int] | None) -> tuple[str, 
         node = call.args[index] if len(call.args) > index else next(
             (k.value for k in call.keywords if k.arg == keyword), None)
         if isinstance(node, ast.Lambda):
-            return f"jax.lax.{name}", "<lambda>", where
+            return f"jax.lax.{name}", "<lambda>", where, [a.arg for a in node.args.args]
         fn = _named_object(node, entry.tb_frame) if node is not None and entry is not None else None
-        return f"jax.lax.{name}", getattr(fn, "__name__", ""), defined_at(fn) if callable(fn) else None
-    return "", "", None
+        code = getattr(fn, "__code__", None)
+        return (f"jax.lax.{name}", getattr(fn, "__name__", ""), defined_at(fn) if callable(fn) else None,
+                list(code.co_varnames[:code.co_argcount]) if code is not None else [])
+    return "", "", None, []
 
 
 def _key_reuse(exc: BaseException, message: str, where: tuple[str, int] | None) -> Report:

@@ -1,7 +1,7 @@
 # A fori_loop body that returns its carry with another dtype than it was given.
 # expect: kind=loop-carry
 # expect: function=halve
-# expect: parameter=init_val
+# expect: parameter=count
 # expect: expected=int32[]
 # expect: got=float32[]
 # expect~: suggestion=.astype(jnp.int32)
