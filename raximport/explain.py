@@ -107,26 +107,36 @@ def _traced_argument(message: str, exc: BaseException | None = None) -> str:
     return name
 
 
-def _call_at(where: tuple[str, int] | None) -> ast.Call | None:
-    """The first call on the user's line, if the line parses on its own."""
+def _calls_at(where: tuple[str, int] | None) -> list[ast.Call]:
+    """The calls on the user's line, outermost first, if the line parses on its own."""
     if where is None:
-        return None
+        return []
     source = linecache.getline(where[0], where[1]).strip()
     try:
         tree = ast.parse(source.rstrip(":"))
     except SyntaxError:
-        return None
-    return next((node for node in ast.walk(tree) if isinstance(node, ast.Call)), None)
+        return []
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
 
 
-def callee(where: tuple[str, int] | None) -> str:
-    """The name of the function called on the user's line (`step(x, [1, 2])` -> "step"), if plain."""
-    func = getattr(_call_at(where), "func", None)
+def _call_at(where: tuple[str, int] | None) -> ast.Call | None:
+    """The first call on the user's line, if the line parses on its own."""
+    return next(iter(_calls_at(where)), None)
+
+
+def _called_name(call: ast.Call | None) -> str:
+    """The name a call calls (`step(x)`, `jax.lax.scan(...)` -> "step", "scan"), if plain."""
+    func = getattr(call, "func", None)
     if isinstance(func, ast.Name):
         return func.id
     if isinstance(func, ast.Attribute):
         return func.attr
     return ""
+
+
+def callee(where: tuple[str, int] | None) -> str:
+    """The name of the function called on the user's line (`step(x, [1, 2])` -> "step"), if plain."""
+    return _called_name(_call_at(where))
 
 
 def _static_fix(arg: str, function: str) -> str:
@@ -363,13 +373,8 @@ def _loop_body(exc: BaseException, where: tuple[str, int] | None
     """(the loop, its body's name, where the body is defined, its parameters) from the loop's call on
     the user's line."""
     entry = innermost_user_entry(exc.__traceback__)
-    source = linecache.getline(where[0], where[1]).strip() if where else ""
-    try:
-        calls = [n for n in ast.walk(ast.parse(source.rstrip(":"))) if isinstance(n, ast.Call)]
-    except SyntaxError:
-        calls = []
-    for call in calls:
-        name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+    for call in _calls_at(where):
+        name = _called_name(call)
         if name not in _LOOP_BODIES:
             continue
         index, keyword = _LOOP_BODIES[name]
